@@ -1,0 +1,147 @@
+"""`calehr`: the command line. Heavy imports happen inside each command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from core.config import ConfigError, Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.load()
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    try:
+        s = Settings.load()
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    print(f"config ok: {s.source}")
+    print(f"  targets: {', '.join(f'{t.name} ({t.kind})' for t in s.targets) or 'none'}")
+    print(f"  routes: {len(s.routes)}, providers: {len(s.providers)}, "
+          f"webhook secrets: {len(s.calcom.webhook_secrets)}, "
+          f"encryption keys: {len(s.security.encryption_keys)}")
+    print(f"  REDIS_URL: {'set' if s.redis_url else 'not set (calehr up embeds Redis)'}")
+    if "whsec_demo_3f9a1c2e7b" in s.calcom.webhook_secrets:
+        print("  warning: the DEMO webhook secret is configured; do not use it in production")
+    return 0
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    _settings()
+    cmd = [sys.executable, "-m", "gunicorn", "webhooks.wsgi:app", "--bind",
+           f"{args.host}:{args.port}", "--workers", str(args.workers), "--access-logfile", "-",
+           "--graceful-timeout", "20", "--timeout", "30"]
+    os.execv(sys.executable, cmd)
+    return 0  # pragma: no cover
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    s = _settings()
+    cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel",
+           args.loglevel, "-Q", "calehr", "-c", str(args.concurrency or s.worker.concurrency),
+           "--without-gossip", "--without-mingle"]
+    if args.hostname:
+        cmd += ["--hostname", args.hostname]
+    os.execv(sys.executable, cmd)
+    return 0  # pragma: no cover
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    s = _settings()
+    Path(s.var_dir).mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel",
+           args.loglevel, "--schedule", str(Path(s.var_dir) / "celerybeat-schedule")]
+    os.execv(sys.executable, cmd)
+    return 0  # pragma: no cover
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from core.up import run_up
+
+    return run_up(args)
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    from core.mapcmd import run_map
+
+    return run_map(_settings(), Path(args.file), args.target)
+
+
+def cmd_ehr_sim(args: argparse.Namespace) -> int:
+    from adapters.hl7v2.ehr_sim import main as sim_main
+
+    return sim_main(args.rest)
+
+
+def cmd_deadletter(args: argparse.Namespace) -> int:
+    from deadletter.cli import main as dl_main
+
+    return dl_main(_settings(), args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="calehr", description="Cal.com <-> EHR bridge")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run Redis (embedded if REDIS_URL is unset), web, worker, beat")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--workers", type=int, default=2, help="web worker processes")
+    up.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
+    up.add_argument("--redis-port", type=int, default=0, help="embedded Redis port (0 = free)")
+    up.set_defaults(func=cmd_up)
+
+    web = sub.add_parser("web", help="run the webhook receiver under gunicorn")
+    web.add_argument("--host", default="127.0.0.1")
+    web.add_argument("--port", type=int, default=8000)
+    web.add_argument("--workers", type=int, default=2)
+    web.set_defaults(func=cmd_web)
+
+    wk = sub.add_parser("worker", help="run a Celery worker")
+    wk.add_argument("--concurrency", type=int, default=0)
+    wk.add_argument("--loglevel", default="INFO")
+    wk.add_argument("--hostname", default="")
+    wk.set_defaults(func=cmd_worker)
+
+    bt = sub.add_parser("beat", help="run the scheduler (due retries, sweeps)")
+    bt.add_argument("--loglevel", default="INFO")
+    bt.set_defaults(func=cmd_beat)
+
+    cfg = sub.add_parser("config", help="configuration")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    cfg_sub.add_parser("check", help="parse and validate the config").set_defaults(
+        func=cmd_config_check)
+
+    mp = sub.add_parser("map", help="print the message(s) a webhook body maps to; sends nothing")
+    mp.add_argument("file")
+    mp.add_argument("--target", default=None)
+    mp.set_defaults(func=cmd_map)
+
+    sim = sub.add_parser("ehr-sim", help="an MLLP EHR that ACKs and writes what it got",
+                         add_help=False)
+    sim.add_argument("rest", nargs=argparse.REMAINDER)
+    sim.set_defaults(func=cmd_ehr_sim)
+
+    dl = sub.add_parser("deadletter", help="list|show|replay|discard dead letters",
+                        add_help=False)
+    dl.add_argument("rest", nargs=argparse.REMAINDER)
+    dl.set_defaults(func=cmd_deadletter)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,472 @@
+"""Settings: one TOML file, parsed strictly once at start.
+
+`${VAR}` in any string value is read from the environment. Every error names the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DEFAULT_CONFIG = "calehr.toml"
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(ValueError):
+    """A config value is missing or wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class CalcomSettings:
+    webhook_secrets: tuple[str, ...]
+    api_url: str = "https://api.cal.com/v2"
+    api_key: str = ""
+    max_body_bytes: int = 256 * 1024
+    bookings_api_version: str = "2024-08-13"
+    reconcile_interval_seconds: int = 0  # 0 = off
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    encryption_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    calcom_user: str  # Cal.com username or email of the organizer
+    ehr_id: str
+    name: str
+    ics_token: str = ""
+    strategy: str = "ics"  # ics | api
+    id_authority: str = ""
+
+
+@dataclass(frozen=True)
+class EventTypeSettings:
+    slug: str
+    code: str
+    name: str = ""
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class LocationSettings:
+    match: str  # substring of the Cal.com location, or a location type such as inPerson
+    code: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class PatientFieldSettings:
+    dob_field: str = "dateOfBirth"
+    id_field: str = ""
+    id_authority: str = ""
+    id_type: str = "MB"
+    phone_field: str = "attendeePhoneNumber"
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    name: str
+    kind: str  # mllp | file | fhir
+    host: str = "127.0.0.1"
+    port: int = 0
+    path: str = ""  # file: folder
+    url: str = ""  # fhir: base url
+    timezone: str = "UTC"
+    sending_application: str = "CALEHR"
+    sending_facility: str = "CALCOM"
+    receiving_application: str = "EHR"
+    receiving_facility: str = "HOSPITAL"
+    processing_id: str = "P"
+    charset: str = "UNICODE UTF-8"  # MSH-18; "8859/1" for Latin-1 sites
+    allow_notes: bool = False
+    status_case: str = "title"  # title (Booked) | upper (BOOKED)
+    transient_ack_codes: tuple[str, ...] = ("AR", "CR")
+    permanent_ack_codes: tuple[str, ...] = ("AE", "CE")
+    tls: bool = False
+    tls_ca_file: str = ""
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    max_frame_bytes: int = 1024 * 1024
+    max_attempts: int = 50
+    max_age_seconds: int = 24 * 3600
+    auth: str = "none"  # fhir: none | bearer | oauth2
+    token: str = ""
+    token_url: str = ""
+    client_id: str = ""
+    client_secret: str = ""
+    identifier_system: str = "urn:calcom:appointment"
+    patient_identifier_system: str = ""
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    targets: tuple[str, ...]
+    event_types: tuple[str, ...] = ()
+    teams: tuple[str, ...] = ()
+    locations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    retry_base_seconds: float = 2.0
+    retry_max_backoff_seconds: float = 3600.0
+    countdown_max_seconds: float = 60.0  # longer waits go through the due-set
+    order_wait_seconds: float = 600.0  # how long an event waits for its predecessor
+    circuit_failure_threshold: int = 5
+    circuit_open_seconds: float = 30.0
+    circuit_max_open_seconds: float = 600.0
+    lock_ttl_seconds: float = 120.0
+    sweep_interval_seconds: float = 5.0
+    stuck_event_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    visibility_timeout: int = 3600
+    task_soft_time_limit: int = 240
+    task_time_limit: int = 300
+    concurrency: int = 2
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    calcom: CalcomSettings
+    security: SecuritySettings
+    redis_url: str
+    providers: tuple[ProviderSettings, ...] = ()
+    event_types: tuple[EventTypeSettings, ...] = ()
+    locations: tuple[LocationSettings, ...] = ()
+    targets: tuple[TargetSettings, ...] = ()
+    routes: tuple[RouteSettings, ...] = ()
+    patient: PatientFieldSettings = field(default_factory=PatientFieldSettings)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    key_prefix: str = "calehr"
+    var_dir: str = "var"
+    source: str = ""
+
+    def target(self, name: str) -> TargetSettings:
+        for target in self.targets:
+            if target.name == name:
+                return target
+        raise KeyError(name)
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        path = env.get("CALEHR_CONFIG") or DEFAULT_CONFIG
+        if not env.get("CALEHR_CONFIG") and not Path(path).exists():
+            text = resources.files("core").joinpath("example.toml").read_text("utf-8")
+            return cls.from_toml(text, env, source="built-in example config")
+        try:
+            text = Path(path).read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"CALEHR_CONFIG: cannot read {path}: {exc.strerror}") from exc
+        return cls.from_toml(text, env, source=path)
+
+    @classmethod
+    def from_toml(cls, text: str, env: Mapping[str, str], source: str = "") -> Settings:
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source or 'config'}: not valid TOML: {exc}") from exc
+        return parse_settings(_expand(raw, env, ""), env, source)
+
+
+def _expand(value: Any, env: Mapping[str, str], key: str) -> Any:
+    if isinstance(value, str):
+
+        def repl(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                raise ConfigError(f"{key}: environment variable {name} is not set")
+            return env[name]
+
+        return _VAR.sub(repl, value)
+    if isinstance(value, list):
+        return [_expand(v, env, f"{key}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _expand(v, env, f"{key}.{k}" if key else k) for k, v in value.items()}
+    return value
+
+
+class _Section:
+    """Reads one table strictly: wrong types and unknown keys are errors naming the key."""
+
+    def __init__(self, data: Any, name: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{name}: must be a table")
+        self.data = dict(data)
+        self.name = name
+        self.used: set[str] = set()
+
+    def _key(self, key: str) -> str:
+        return f"{self.name}.{key}" if self.name else key
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., *,
+            required: bool = False) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            if required or default is ...:
+                raise ConfigError(f"{self._key(key)}: required")
+            return default
+        value = self.data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            raise ConfigError(f"{self._key(key)}: expected {_names(kinds)}, got a boolean")
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kinds):
+            raise ConfigError(f"{self._key(key)}: expected {_names(kinds)}, got {type(value).__name__}")
+        return value
+
+    def strings(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self.get(key, (list, str), list(default))
+        if isinstance(value, str):
+            value = [value]
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise ConfigError(f"{self._key(key)}[{i}]: expected a string")
+        return tuple(value)
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise ConfigError(f"{self._key(unknown[0])}: unknown key")
+
+
+def _names(kinds: tuple[type, ...]) -> str:
+    words = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "a list", dict: "a table"}
+    return " or ".join(words.get(k, k.__name__) for k in kinds)
+
+
+def _table_list(raw: dict[str, Any], key: str) -> list[_Section]:
+    value = raw.get(key, [])
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: must be an array of tables ([[{key}]])")
+    return [_Section(item, f"{key}[{i}]") for i, item in enumerate(value)]
+
+
+def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = "") -> Settings:
+    top = _Section(raw, "")
+    top.used.update({"calcom", "security", "providers", "event_types", "locations", "targets",
+                     "routes", "patient", "delivery", "worker", "web"})
+
+    cal = _Section(raw.get("calcom", {}), "calcom")
+    secrets = cal.strings("webhook_secrets")
+    if not secrets or any(not s for s in secrets):
+        raise ConfigError("calcom.webhook_secrets: at least one non-empty secret is required")
+    calcom = CalcomSettings(
+        webhook_secrets=secrets,
+        api_url=cal.get("api_url", str, CalcomSettings.api_url).rstrip("/"),
+        api_key=cal.get("api_key", str, ""),
+        max_body_bytes=cal.get("max_body_bytes", int, CalcomSettings.max_body_bytes),
+        bookings_api_version=cal.get("bookings_api_version", str, "2024-08-13"),
+        reconcile_interval_seconds=cal.get("reconcile_interval_seconds", int, 0),
+    )
+    cal.done()
+
+    sec = _Section(raw.get("security", {}), "security")
+    keys = sec.strings("encryption_keys")
+    env_keys = env.get("CALEHR_ENCRYPTION_KEYS", "")
+    if env_keys:
+        keys = tuple(k.strip() for k in env_keys.split(",") if k.strip()) + keys
+    if not keys:
+        raise ConfigError("security.encryption_keys: at least one Fernet key is required "
+                          "(or set CALEHR_ENCRYPTION_KEYS)")
+    _check_fernet_keys(keys)
+    sec.done()
+
+    providers = []
+    for s in _table_list(raw, "providers"):
+        strategy = s.get("strategy", str, "ics")
+        if strategy not in ("ics", "api"):
+            raise ConfigError(f"{s.name}.strategy: must be 'ics' or 'api'")
+        providers.append(ProviderSettings(
+            calcom_user=s.get("calcom_user", str, required=True),
+            ehr_id=s.get("ehr_id", str, required=True),
+            name=s.get("name", str, required=True),
+            ics_token=s.get("ics_token", str, ""),
+            strategy=strategy,
+            id_authority=s.get("id_authority", str, ""),
+        ))
+        s.done()
+
+    event_types = []
+    for s in _table_list(raw, "event_types"):
+        event_types.append(EventTypeSettings(
+            slug=s.get("slug", str, required=True),
+            code=s.get("code", str, required=True),
+            name=s.get("name", str, ""),
+            id=s.get("id", int, None),
+        ))
+        s.done()
+
+    locations = []
+    for s in _table_list(raw, "locations"):
+        locations.append(LocationSettings(
+            match=s.get("match", str, required=True),
+            code=s.get("code", str, required=True),
+            name=s.get("name", str, ""),
+        ))
+        s.done()
+
+    targets = [_parse_target(s) for s in _table_list(raw, "targets")]
+    names = [t.name for t in targets]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            raise ConfigError(f"targets[{i}].name: duplicate target name {name!r}")
+
+    routes = []
+    for s in _table_list(raw, "routes"):
+        route = RouteSettings(
+            targets=s.strings("targets"),
+            event_types=s.strings("event_types"),
+            teams=s.strings("teams"),
+            locations=s.strings("locations"),
+        )
+        if not route.targets:
+            raise ConfigError(f"{s.name}.targets: at least one target is required")
+        for t in route.targets:
+            if t not in names:
+                raise ConfigError(f"{s.name}.targets: unknown target {t!r}")
+        routes.append(route)
+        s.done()
+
+    pat = _Section(raw.get("patient", {}), "patient")
+    patient = PatientFieldSettings(
+        dob_field=pat.get("dob_field", str, "dateOfBirth"),
+        id_field=pat.get("id_field", str, ""),
+        id_authority=pat.get("id_authority", str, ""),
+        id_type=pat.get("id_type", str, "MB"),
+        phone_field=pat.get("phone_field", str, "attendeePhoneNumber"),
+    )
+    pat.done()
+
+    delivery = _dataclass_section(raw, "delivery", DeliverySettings)
+    worker = _dataclass_section(raw, "worker", WorkerSettings)
+    if worker.task_time_limit >= worker.visibility_timeout:
+        raise ConfigError("worker.task_time_limit: must be below worker.visibility_timeout")
+    if delivery.countdown_max_seconds * 4 > worker.visibility_timeout:
+        raise ConfigError("delivery.countdown_max_seconds: must stay well below "
+                          "worker.visibility_timeout (at most a quarter)")
+    web = _dataclass_section(raw, "web", WebSettings)
+
+    key_prefix = top.get("key_prefix", str, "calehr")
+    var_dir = top.get("var_dir", str, "var")
+    top.done()
+
+    redis_url = env.get("REDIS_URL", "")
+    return Settings(
+        calcom=calcom, security=SecuritySettings(keys), redis_url=redis_url,
+        providers=tuple(providers), event_types=tuple(event_types), locations=tuple(locations),
+        targets=tuple(targets), routes=tuple(routes), patient=patient, delivery=delivery,
+        worker=worker, web=web, key_prefix=key_prefix, var_dir=var_dir, source=source,
+    )
+
+
+def _parse_target(s: _Section) -> TargetSettings:
+    d = TargetSettings
+    kind = s.get("kind", str, required=True)
+    if kind not in ("mllp", "file", "fhir"):
+        raise ConfigError(f"{s.name}.kind: must be one of mllp, file, fhir (got {kind!r})")
+    tz = s.get("timezone", str, "UTC")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"{s.name}.timezone: unknown time zone {tz!r}") from exc
+    charset = s.get("charset", str, d.charset)
+    if charset not in ("UNICODE UTF-8", "8859/1", "8859/15"):
+        raise ConfigError(f"{s.name}.charset: must be 'UNICODE UTF-8', '8859/1' or '8859/15'")
+    t = TargetSettings(
+        name=s.get("name", str, required=True),
+        kind=kind,
+        host=s.get("host", str, d.host),
+        port=s.get("port", int, 0),
+        path=s.get("path", str, ""),
+        url=s.get("url", str, "").rstrip("/"),
+        timezone=tz,
+        sending_application=s.get("sending_application", str, d.sending_application),
+        sending_facility=s.get("sending_facility", str, d.sending_facility),
+        receiving_application=s.get("receiving_application", str, d.receiving_application),
+        receiving_facility=s.get("receiving_facility", str, d.receiving_facility),
+        processing_id=s.get("processing_id", str, d.processing_id),
+        charset=charset,
+        allow_notes=s.get("allow_notes", bool, False),
+        status_case=s.get("status_case", str, "title"),
+        transient_ack_codes=s.strings("transient_ack_codes", d.transient_ack_codes),
+        permanent_ack_codes=s.strings("permanent_ack_codes", d.permanent_ack_codes),
+        tls=s.get("tls", bool, False),
+        tls_ca_file=s.get("tls_ca_file", str, ""),
+        connect_timeout=s.get("connect_timeout", float, d.connect_timeout),
+        read_timeout=s.get("read_timeout", float, d.read_timeout),
+        max_frame_bytes=s.get("max_frame_bytes", int, d.max_frame_bytes),
+        max_attempts=s.get("max_attempts", int, d.max_attempts),
+        max_age_seconds=s.get("max_age_seconds", int, d.max_age_seconds),
+        auth=s.get("auth", str, "none"),
+        token=s.get("token", str, ""),
+        token_url=s.get("token_url", str, ""),
+        client_id=s.get("client_id", str, ""),
+        client_secret=s.get("client_secret", str, ""),
+        identifier_system=s.get("identifier_system", str, d.identifier_system),
+        patient_identifier_system=s.get("patient_identifier_system", str, ""),
+    )
+    s.done()
+    if t.status_case not in ("title", "upper"):
+        raise ConfigError(f"{s.name}.status_case: must be 'title' or 'upper'")
+    if kind == "mllp" and not (0 < t.port < 65536):
+        raise ConfigError(f"{s.name}.port: an MLLP target needs a port between 1 and 65535")
+    if kind == "file" and not t.path:
+        raise ConfigError(f"{s.name}.path: a file target needs a folder")
+    if kind == "fhir" and not t.url:
+        raise ConfigError(f"{s.name}.url: a FHIR target needs a base url")
+    if t.auth not in ("none", "bearer", "oauth2"):
+        raise ConfigError(f"{s.name}.auth: must be none, bearer or oauth2")
+    return t
+
+
+def _dataclass_section(raw: dict[str, Any], name: str, cls: type) -> Any:
+    s = _Section(raw.get(name, {}), name)
+    values = {}
+    for f in cls.__dataclass_fields__.values():
+        kind = {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)]
+        values[f.name] = s.get(f.name, kind, f.default)
+    s.done()
+    for key, value in values.items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise ConfigError(f"{name}.{key}: must not be negative")
+    return cls(**values)
+
+
+def _check_fernet_keys(keys: tuple[str, ...]) -> None:
+    from cryptography.fernet import Fernet
+
+    for i, key in enumerate(keys):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"security.encryption_keys[{i}]: not a Fernet key (32 url-safe base64 bytes)"
+            ) from exc

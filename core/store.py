@@ -1,0 +1,129 @@
+"""The event store: every accepted webhook body, encrypted, under an event id.
+
+A body is stored once: the SHA-256 of the raw bytes maps to the first event id, so an exact
+duplicate is recognised atomically (one Lua script) and nothing is queued for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass
+
+import redis
+
+from core.crypto import Cipher
+from core.redis_client import Keys
+
+# KEYS: event-hash key, event key, unprocessed zset
+# ARGV: event id, encrypted body, sha, trigger, received_at, state, source
+_PUT = """
+local existing = redis.call('GET', KEYS[1])
+if existing then return {0, existing} end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], 'body', ARGV[2], 'sha256', ARGV[3], 'trigger', ARGV[4],
+           'received_at', ARGV[5], 'state', ARGV[6], 'source', ARGV[7])
+if ARGV[6] == 'received' then redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1]) end
+return {1, ARGV[1]}
+"""
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    event_id: str
+    body: bytes
+    trigger: str
+    received_at: float
+    state: str
+    reason: str
+    appointment_key: str
+    source: str
+
+
+class EventStore:
+    def __init__(self, client: redis.Redis, cipher: Cipher, prefix: str = "calehr") -> None:
+        self.r = client
+        self.cipher = cipher
+        self.keys = Keys(prefix)
+        self._put = client.register_script(_PUT)
+
+    @staticmethod
+    def new_id() -> str:
+        return "ev_" + uuid.uuid4().hex[:20]
+
+    def put(self, raw: bytes, trigger: str, *, state: str = "received",
+            source: str = "webhook", received_at: float | None = None) -> tuple[str, bool]:
+        """Store a raw body. Returns (event_id, duplicate)."""
+        digest = hashlib.sha256(raw).hexdigest()
+        event_id = self.new_id()
+        created, stored_id = self._put(
+            keys=[self.keys.event_by_hash(digest), self.keys.event(event_id),
+                  self.keys.unprocessed],
+            args=[event_id, self.cipher.encrypt(raw), digest, trigger,
+                  repr(received_at or time.time()), state, source],
+        )
+        stored = stored_id.decode() if isinstance(stored_id, bytes) else stored_id
+        if created and state == "ignored":
+            self.r.zadd(self.keys.ignored, {stored: received_at or time.time()})
+        return stored, not bool(created)
+
+    def get(self, event_id: str) -> StoredEvent | None:
+        data = self.r.hgetall(self.keys.event(event_id))
+        if not data or b"body" not in data:
+            return None
+        return StoredEvent(
+            event_id=event_id,
+            body=self.cipher.decrypt(data[b"body"]),
+            trigger=data.get(b"trigger", b"").decode(),
+            received_at=float(data.get(b"received_at", b"0")),
+            state=data.get(b"state", b"").decode(),
+            reason=data.get(b"reason", b"").decode(),
+            appointment_key=data.get(b"appointment_key", b"").decode(),
+            source=data.get(b"source", b"").decode(),
+        )
+
+    def save_normalised(self, event_id: str, data: dict) -> None:
+        """Keep the worker's normalised view (encrypted) for the console and for audits."""
+        token = self.cipher.encrypt(json.dumps(data, default=str).encode())
+        self.r.hset(self.keys.event(event_id), "normalised", token)
+
+    def normalised(self, event_id: str) -> dict | None:
+        token = self.r.hget(self.keys.event(event_id), "normalised")
+        return json.loads(self.cipher.decrypt(token)) if token else None
+
+    def exists(self, event_id: str) -> bool:
+        return bool(self.r.exists(self.keys.event(event_id)))
+
+    def set_state(self, event_id: str, state: str, reason: str = "",
+                  appointment_key: str | None = None) -> None:
+        """Record what became of an event. `reason` is codes and ids only."""
+        mapping = {"state": state, "reason": reason, "updated_at": repr(time.time())}
+        if appointment_key is not None:
+            mapping["appointment_key"] = appointment_key
+        pipe = self.r.pipeline()
+        pipe.hset(self.keys.event(event_id), mapping=mapping)
+        if state not in ("received", "processing"):
+            pipe.zrem(self.keys.unprocessed, event_id)
+        pipe.execute()
+
+    def state(self, event_id: str) -> str:
+        value = self.r.hget(self.keys.event(event_id), "state")
+        return value.decode() if value else ""
+
+    def stuck(self, older_than: float, limit: int = 500) -> list[str]:
+        """Events stored but not yet taken up by a worker (e.g. the worker died)."""
+        ids = self.r.zrangebyscore(self.keys.unprocessed, 0, time.time() - older_than,
+                                   start=0, num=limit)
+        return [i.decode() for i in ids]
+
+    def rotate(self, batch: int = 500) -> int:
+        """Re-encrypt every stored body under the newest key."""
+        count = 0
+        for key in self.r.scan_iter(match=self.keys.event("*"), count=batch):
+            token = self.r.hget(key, "body")
+            if token:
+                self.r.hset(key, "body", self.cipher.rotate(token))
+                count += 1
+        return count

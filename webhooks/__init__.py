@@ -1,0 +1,45 @@
+"""The Flask app: Cal.com receiver, health, and (later) feeds, FHIR inbound and the console."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import Flask, jsonify
+
+from core.config import Settings
+from core.crypto import Cipher
+from core.redis_client import make_redis
+from core.store import EventStore
+from webhooks.context import BridgeContext
+
+
+def create_app(settings: Settings | None = None, *,
+               enqueue: Callable[[str], None] | None = None) -> Flask:
+    settings = settings or Settings.load()
+    app = Flask(__name__)
+    client = make_redis(settings)
+    if enqueue is None:
+        from webhooks.queue import make_enqueue
+
+        enqueue = make_enqueue(settings)
+    app.extensions["calehr"] = BridgeContext(
+        settings=settings,
+        redis=client,
+        store=EventStore(client, Cipher(settings.security.encryption_keys), settings.key_prefix),
+        enqueue=enqueue,
+    )
+
+    from webhooks import calcom, health
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(calcom.bp)
+
+    @app.errorhandler(404)
+    def not_found(_exc):
+        return jsonify(error="not_found", detail="no such route"), 404
+
+    @app.errorhandler(405)
+    def not_allowed(_exc):
+        return jsonify(error="method_not_allowed", detail="method not allowed here"), 405
+
+    return app

@@ -1,0 +1,62 @@
+"""POST /webhooks/calcom: verify, validate, store encrypted, enqueue the id, answer 202."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Blueprint, jsonify, request
+
+from adapters.calcom.payload import parse_body
+from core.errors import PayloadError
+from webhooks.context import bridge
+from webhooks.signing import verify
+
+log = logging.getLogger(__name__)
+bp = Blueprint("calcom", __name__, url_prefix="/webhooks")
+
+
+def _error(status: int, error: str, detail: str):
+    return jsonify(error=error, detail=detail), status
+
+
+@bp.post("/calcom")
+def receive():
+    ctx = bridge()
+    limit = ctx.settings.calcom.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return _error(413, "payload_too_large", f"body is larger than {limit} bytes")
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        return _error(413, "payload_too_large", f"body is larger than {limit} bytes")
+    if not verify(raw, request.headers.get("X-Cal-Signature-256"), ctx.settings.calcom.webhook_secrets):
+        log.warning("webhook rejected: signature missing or wrong", extra={"outcome": "401"})
+        return _error(401, "invalid_signature",
+                      "X-Cal-Signature-256 is missing or does not match any configured secret")
+    try:
+        body = parse_body(raw)
+    except PayloadError as exc:
+        log.warning("webhook rejected: %s", exc, extra={"outcome": str(exc.status)})
+        return _error(exc.status, "invalid_payload" if exc.status == 422 else "malformed_json",
+                      str(exc))
+    if body.trigger == "PING":
+        return jsonify(status="ok", trigger="PING"), 200
+    try:
+        if not body.handled:
+            event_id, duplicate = ctx.store.put(raw, body.trigger, state="ignored")
+            log.info("webhook ignored", extra={"event_id": event_id, "trigger": body.trigger,
+                                               "outcome": "ignored"})
+            return jsonify(event_id=event_id, duplicate=duplicate, ignored=True), 202
+        event_id, duplicate = ctx.store.put(raw, body.trigger)
+    except redis.RedisError as exc:
+        log.error("event store unavailable: %s", exc.__class__.__name__)
+        return _error(503, "store_unavailable", "the event store cannot be reached; retry later")
+    if not duplicate:
+        try:
+            ctx.enqueue(event_id)
+        except Exception as exc:  # noqa: BLE001 - stored already; the sweeper picks it up
+            log.error("enqueue failed, left for the sweeper: %s", exc.__class__.__name__,
+                      extra={"event_id": event_id})
+    log.info("webhook accepted", extra={"event_id": event_id, "trigger": body.trigger,
+                                        "outcome": "duplicate" if duplicate else "accepted"})
+    return jsonify(event_id=event_id, duplicate=duplicate), 202

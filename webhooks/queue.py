@@ -1,0 +1,20 @@
+"""Sending work to the workers: the Celery message carries the event id only (claim check)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from core.config import Settings
+
+PROCESS_EVENT = "calehr.process_event"
+
+
+def make_enqueue(settings: Settings) -> Callable[[str], None]:
+    from worker.factory import make_celery
+
+    celery = make_celery(settings)
+
+    def enqueue(event_id: str) -> None:
+        celery.send_task(PROCESS_EVENT, args=[event_id])
+
+    return enqueue

@@ -1,0 +1,8 @@
+"""Celery entry point: `celery -A worker.celery_app worker`. Settings are read here, once."""
+
+from core.config import Settings
+from core.logging import setup_logging
+from worker.factory import make_celery
+
+setup_logging()
+app = make_celery(Settings.load(), with_tasks=True)

@@ -1,0 +1,211 @@
+"""drain: deliver one appointment's queue for one target, in order, one worker at a time."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import uuid
+
+from core.errors import MappingError
+from core.models import AppointmentEvent, DeliveryResult, EventKind
+from core.redact import error_text
+from worker.ledger import Delivery
+from worker.pipeline import load_event
+from worker.retry import backoff_seconds
+from worker.runtime import Runtime
+from worker.transports import send_event
+
+log = logging.getLogger(__name__)
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+MAX_PER_RUN = 50
+
+
+def drain(rt: Runtime, key: str, target: str) -> str:
+    """Deliver what is due at the head of (key, target). Returns why it stopped."""
+    lock = rt.ledger.lock_name(f"drain:{key}|{target}")
+    ttl_ms = int(rt.settings.delivery.lock_ttl_seconds * 1000)
+    token = uuid.uuid4().hex
+    outcome = "busy"
+    for _ in range(3):  # re-check after release: a kick may have raced with our last look
+        if not rt.redis.set(lock, token, nx=True, px=ttl_ms):
+            return outcome
+        try:
+            outcome = _drain_locked(rt, key, target, token, lock, ttl_ms)
+        finally:
+            rt.redis.eval(_RELEASE, 1, lock, token)
+        if outcome == "more":
+            rt.kick(key, target, None)
+            return outcome
+        if outcome != "empty" or rt.ledger.head(key, target) is None:
+            return outcome
+    return outcome
+
+
+def _drain_locked(rt: Runtime, key: str, target: str, token: str, lock: str, ttl_ms: int) -> str:
+    for _ in range(MAX_PER_RUN):
+        delivery_id = rt.ledger.head(key, target)
+        if delivery_id is None:
+            return "empty"
+        d = rt.ledger.get_delivery(delivery_id)
+        if d is None:  # record gone (retention or manual cleanup): unblock the queue
+            rt.ledger.dequeue(key, target, delivery_id)
+            continue
+        now = time.time()
+        if d.next_attempt_at > now:
+            rt.ledger.schedule(key, target, d.next_attempt_at)
+            return "waiting"
+        allowed, retry_at = rt.breaker.allow(target, token)
+        if not allowed:
+            rt.ledger.schedule(key, target, retry_at)
+            return "circuit-open"
+        step = deliver_one(rt, d)
+        rt.redis.eval(_RENEW, 1, lock, token, ttl_ms)
+        if step == "retry":
+            return "retrying"
+    return "more"
+
+
+def deliver_one(rt: Runtime, d: Delivery) -> str:
+    """One attempt for the head delivery. Returns done | retry."""
+    target = rt.settings.target(d.target)
+    ctx = {"event_id": d.event_id, "appointment_key": d.appointment_key, "target": d.target,
+           "control_id": d.control_id, "delivery_id": d.id}
+    applied = rt.ledger.target_state(d.appointment_key, d.target)
+    if not d.force and int(applied.get("applied_order", 0)) > d.order:
+        return _finish(rt, d, "skipped", "stale:a later change was already applied", ctx)
+
+    try:
+        event = _event_for(rt, d)
+    except (MappingError, KeyError, ValueError) as exc:
+        return _dead(rt, d, "mapping", "event_unavailable", exc.__class__.__name__,
+                     error_text(exc), None, ctx)
+
+    override = rt.ledger.override(d.id)
+    attempt = rt.ledger.start_attempt(d.id)
+    started = time.time()
+    try:
+        result, wire = send_event(rt.settings, target, event, d, override)
+    except MappingError as exc:
+        return _dead(rt, d, "mapping", _code(str(exc)), "MappingError", str(exc), None, ctx)
+    except Exception as exc:  # noqa: BLE001 - a bug must not lose the event: retry, then DLQ
+        log.exception("transport raised", extra=ctx)
+        result, wire = DeliveryResult(ok=False, transient=True,
+                                      detail=f"internal error: {exc.__class__.__name__}"), None
+    duration_ms = round((time.time() - started) * 1000, 1)
+    if wire is not None:
+        rt.ledger.store_wire(d.id, wire)
+    outcome = "ok" if result.ok else ("transient" if result.transient else "permanent")
+    rt.ledger.record_attempt(d.id, {
+        "n": attempt, "at": started, "duration_ms": duration_ms, "outcome": outcome,
+        "ack_code": result.ack_code, "status_code": result.status_code,
+        "detail": result.detail, "control_id": d.control_id,
+    })
+    log.info("delivery attempt %s", outcome, extra={**ctx, "attempt": attempt,
+                                                  "outcome": outcome, "ack_code": result.ack_code})
+    if result.ok:
+        rt.ledger.applied(d.appointment_key, d.target, order=d.order,
+                          message_event=d.message_event, control_id=d.control_id,
+                          remote_id=result.remote_id)
+        if rt.breaker.success(d.target):
+            _kick_target(rt, d.target)
+        return _finish(rt, d, "delivered", "", ctx)
+    if result.transient:
+        rt.breaker.failure(d.target)
+        age = time.time() - (d.first_attempt_at or started)
+        if attempt >= target.max_attempts or age >= target.max_age_seconds:
+            return _dead(rt, d, "delivery", "retries_exhausted", "RetriesExhausted",
+                         f"gave up after {attempt} attempts over {age:.0f}s; last: {result.detail}",
+                         wire, ctx)
+        delay = backoff_seconds(attempt, rt.settings.delivery, result.retry_after)
+        when = time.time() + delay
+        rt.ledger.update_delivery(d.id, state="pending", next_attempt_at=repr(when),
+                                  reason=result.detail)
+        rt.ledger.schedule(d.appointment_key, d.target, when)
+        if delay <= rt.settings.delivery.countdown_max_seconds:
+            rt.kick(d.appointment_key, d.target, delay)
+        return "retry"
+    code = f"ack_{result.ack_code}" if result.ack_code else (
+        f"http_{result.status_code}" if result.status_code else "rejected")
+    return _dead(rt, d, "delivery", code, "PermanentDeliveryError", result.detail, wire, ctx)
+
+
+def _event_for(rt: Runtime, d: Delivery) -> AppointmentEvent:
+    event = load_event(rt, d.event_id)
+    if event.kind is EventKind.NO_SHOW:
+        if not d.base_event_id:
+            raise MappingError("no earlier booking event to take the no-show's times from")
+        base = load_event(rt, d.base_event_id)
+        event = dataclasses.replace(
+            base, event_id=event.event_id, trigger=event.trigger, kind=event.kind,
+            created_at=event.created_at, no_show=event.no_show)
+    return event
+
+
+def _code(text: str) -> str:
+    words = text.lower()
+    for code in ("provider", "charset", "event type", "location"):
+        if code in words:
+            return f"unknown_{code.replace(' ', '_')}" if code != "charset" else "charset"
+    return "mapping_failed"
+
+
+def _finish(rt: Runtime, d: Delivery, state: str, reason: str, ctx: dict) -> str:
+    rt.ledger.update_delivery(d.id, state=state, reason=reason)
+    rt.ledger.dequeue(d.appointment_key, d.target, d.id)
+    if state == "skipped":
+        rt.audit.record("system", "delivery.skipped", d.id, reason=reason)
+        log.info("delivery skipped: %s", reason, extra=ctx)
+    dl = rt.deadletters.for_delivery(d.id)
+    if dl and dl.state in ("open", "replayed"):
+        if state == "delivered":
+            rt.deadletters.set_state(dl.id, "resolved", "system", "delivered")
+        else:
+            rt.deadletters.note(dl.id, "system", f"replay {state}", reason=reason)
+    _event_progress(rt, d.event_id)
+    return "done"
+
+
+def _dead(rt: Runtime, d: Delivery, stage: str, code: str, cls: str, text: str,
+          wire: bytes | None, ctx: dict) -> str:
+    fresh = rt.ledger.get_delivery(d.id)
+    existing = rt.deadletters.for_delivery(d.id)
+    if wire is None:
+        wire = rt.ledger.wire(d.id)
+    if existing and existing.state in ("open", "replayed"):
+        rt.deadletters.note(existing.id, "system", "failed again", error_code=code)
+        rt.deadletters.set_state(existing.id, "open", "system", "reopened", error_code=code)
+        dl_id = existing.id
+    else:
+        dl_id = rt.deadletters.add(
+            stage=stage, error_code=code, error_class=cls, error_text=text, target=d.target,
+            appointment_key=d.appointment_key, event_id=d.event_id, delivery_id=d.id,
+            attempts=fresh.history if fresh else [], wire=wire, message_event=d.message_event)
+    rt.ledger.update_delivery(d.id, state="dead", reason=code)
+    rt.ledger.dequeue(d.appointment_key, d.target, d.id)
+    log.warning("dead-lettered at %s: %s", stage, code, extra={**ctx, "dead_letter_id": dl_id})
+    _event_progress(rt, d.event_id)
+    return "done"
+
+
+def _event_progress(rt: Runtime, event_id: str) -> None:
+    left = rt.redis.hincrby(rt.store.keys.event(event_id), "open_deliveries", -1)
+    if left <= 0:
+        rt.store.set_state(event_id, "done")
+
+
+def _kick_target(rt: Runtime, target: str) -> None:
+    """The circuit closed: wake every queue of this target now instead of at its due time."""
+    suffix = f"|{target}"
+    for member in rt.redis.sscan_iter(rt.ledger.pending_index, count=500):
+        name = member.decode()
+        if name.endswith(suffix):
+            rt.kick(name[: -len(suffix)], target, None)

@@ -1,0 +1,49 @@
+"""make_celery(settings): the Celery app, built from the same Settings as everything else."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from core.config import Settings
+
+QUEUE = "calehr"
+
+
+def make_celery(settings: Settings, *, with_tasks: bool = False) -> Celery:
+    if not settings.redis_url:
+        raise RuntimeError("REDIS_URL is not set")
+    w = settings.worker
+    app = Celery("calehr", broker=settings.redis_url, set_as_current=with_tasks)
+    transport = {"visibility_timeout": w.visibility_timeout, "socket_timeout": 10,
+                 "socket_connect_timeout": 5}
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_always_eager=False,
+        task_soft_time_limit=w.task_soft_time_limit,
+        task_time_limit=w.task_time_limit,
+        broker_transport_options=transport,
+        visibility_timeout=w.visibility_timeout,
+        broker_connection_retry_on_startup=True,
+        task_default_queue=QUEUE,
+        worker_hijack_root_logger=False,
+        worker_soft_shutdown_timeout=10.0,
+        worker_enable_soft_shutdown_on_idle=True,
+        broker_pool_limit=10,
+        beat_schedule={
+            "tick": {"task": "calehr.tick",
+                     "schedule": max(0.5, settings.delivery.sweep_interval_seconds)},
+        },
+    )
+    if with_tasks:
+        from worker.tasks import register
+
+        register(app, settings)
+    return app

@@ -1,0 +1,263 @@
+"""The appointment ledger (Redis): identity, dedupe, order and delivery records.
+
+Per appointment key (iCalUID, else the root of the uid chain):
+- the uid chain, the last accepted (sequence, createdAt), logical-duplicate marks;
+- per target: the last applied order, status, message event, EHR id and control ids;
+- per target: an ordered queue of pending deliveries (a sorted set scored by accept order).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from core.crypto import Cipher
+
+
+def control_id_for(delivery_id: str) -> str:
+    """MSH-10: 20 characters, derived from the delivery, so every retry sends the same one."""
+    return hashlib.sha256(delivery_id.encode()).hexdigest()[:20].upper()
+
+
+@dataclass
+class Delivery:
+    id: str
+    event_id: str
+    appointment_key: str
+    target: str
+    message_event: str
+    order: int
+    control_id: str
+    state: str  # pending | sending | delivered | skipped | dead
+    attempts: int = 0
+    created_at: float = 0.0
+    first_attempt_at: float = 0.0
+    next_attempt_at: float = 0.0
+    updated_at: float = 0.0
+    base_event_id: str = ""  # for no-show: the event that carries the times
+    force: bool = False
+    reason: str = ""
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Ledger:
+    def __init__(self, client: redis.Redis, cipher: Cipher, prefix: str = "calehr") -> None:
+        self.r = client
+        self.cipher = cipher
+        self.p = prefix
+
+    # keys ---------------------------------------------------------------------------------
+    def appt(self, key: str) -> str:
+        return f"{self.p}:appt:{key}"
+
+    def uid_key(self, uid: str) -> str:
+        return f"{self.p}:uid:{uid}"
+
+    def pending(self, key: str, target: str) -> str:
+        return f"{self.p}:pending:{key}|{target}"
+
+    @property
+    def pending_index(self) -> str:
+        return f"{self.p}:pending-index"
+
+    @property
+    def due(self) -> str:
+        return f"{self.p}:due"
+
+    def delivery_key(self, delivery_id: str) -> str:
+        return f"{self.p}:delivery:{delivery_id}"
+
+    def lock_name(self, name: str) -> str:
+        return f"{self.p}:lock:{name}"
+
+    # identity -----------------------------------------------------------------------------
+    def resolve(self, uid: str) -> str | None:
+        value = self.r.get(self.uid_key(uid))
+        return value.decode() if value else None
+
+    def known_uids(self, key: str) -> set[str]:
+        return {u.decode() for u in self.r.smembers(self.appt(key) + ":uids")}
+
+    def appointment(self, key: str) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.r.hgetall(self.appt(key)).items()}
+
+    def seen(self, key: str, mark: str) -> str | None:
+        value = self.r.hget(self.appt(key) + ":seen", mark)
+        return value.decode() if value else None
+
+    def uid_statuses(self, key: str) -> dict[str, str]:
+        raw = self.r.hgetall(self.appt(key) + ":uid-status")
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def accept(self, key: str, *, event_id: str, uid: str, previous_uid: str | None,
+               mark: str, sequence: int, created_at: float, status: str) -> int:
+        """Record an accepted event; returns its order number within the appointment."""
+        order = int(self.r.hincrby(self.appt(key), "accepted_counter", 1))
+        pipe = self.r.pipeline()
+        pipe.hset(self.appt(key), mapping={
+            "last_sequence": sequence, "last_created": repr(created_at),
+            "last_event_id": event_id, "status": status, "updated_at": repr(time.time()),
+        })
+        pipe.hset(self.appt(key) + ":seen", mark, event_id)
+        pipe.hset(self.appt(key) + ":accepted", event_id, order)
+        pipe.hset(self.appt(key) + ":uid-status", uid, status)
+        pipe.sadd(self.appt(key) + ":uids", uid)
+        pipe.set(self.uid_key(uid), key)
+        if previous_uid:
+            pipe.sadd(self.appt(key) + ":uids", previous_uid)
+            pipe.set(self.uid_key(previous_uid), key)
+        pipe.execute()
+        return order
+
+    def accepted_order(self, key: str, event_id: str) -> int | None:
+        value = self.r.hget(self.appt(key) + ":accepted", event_id)
+        return int(value) if value else None
+
+    # waiting for a predecessor ------------------------------------------------------------
+    def park(self, needed_uid: str, event_id: str, deadline: float) -> None:
+        pipe = self.r.pipeline()
+        pipe.sadd(f"{self.p}:waiting-uid:{needed_uid}", event_id)
+        pipe.zadd(self.due, {f"wait:{event_id}": deadline}, nx=True)
+        pipe.execute()
+
+    def waiting_for(self, uid: str) -> list[str]:
+        key = f"{self.p}:waiting-uid:{uid}"
+        ids = [i.decode() for i in self.r.smembers(key)]
+        if ids:
+            self.r.srem(key, *ids)
+        return ids
+
+    def unpark(self, event_id: str) -> None:
+        self.r.zrem(self.due, f"wait:{event_id}")
+
+    # deliveries ---------------------------------------------------------------------------
+    def create_delivery(self, d: Delivery) -> bool:
+        """Create the record and queue it; idempotent on the delivery id."""
+        now = time.time()
+        created = self.r.hsetnx(self.delivery_key(d.id), "id", d.id)
+        if created:
+            self.r.hset(self.delivery_key(d.id), mapping={
+                "event_id": d.event_id, "appointment_key": d.appointment_key,
+                "target": d.target, "message_event": d.message_event, "order": d.order,
+                "control_id": d.control_id, "state": "pending", "attempts": 0,
+                "created_at": repr(now), "first_attempt_at": 0, "next_attempt_at": 0,
+                "updated_at": repr(now), "base_event_id": d.base_event_id,
+                "force": int(d.force), "reason": "",
+            })
+        self.enqueue(d.appointment_key, d.target, d.id, d.order)
+        return bool(created)
+
+    def enqueue(self, key: str, target: str, delivery_id: str, order: int) -> None:
+        pipe = self.r.pipeline()
+        pipe.zadd(self.pending(key, target), {delivery_id: order}, nx=True)
+        pipe.sadd(self.pending_index, f"{key}|{target}")
+        pipe.execute()
+
+    def head(self, key: str, target: str) -> str | None:
+        ids = self.r.zrange(self.pending(key, target), 0, 0)
+        return ids[0].decode() if ids else None
+
+    def dequeue(self, key: str, target: str, delivery_id: str) -> None:
+        pending = self.pending(key, target)
+        pipe = self.r.pipeline()
+        pipe.zrem(pending, delivery_id)
+        pipe.zcard(pending)
+        _, left = pipe.execute()
+        if left == 0:
+            self.r.srem(self.pending_index, f"{key}|{target}")
+
+    def get_delivery(self, delivery_id: str) -> Delivery | None:
+        data = self.r.hgetall(self.delivery_key(delivery_id))
+        if not data or b"event_id" not in data:
+            return None
+        s = {k.decode(): v.decode() for k, v in data.items() if k != b"wire"}
+        history = [json.loads(h) for h in self.r.lrange(self.delivery_key(delivery_id) + ":attempts", 0, -1)]
+        return Delivery(
+            id=delivery_id, event_id=s["event_id"], appointment_key=s["appointment_key"],
+            target=s["target"], message_event=s["message_event"], order=int(s["order"]),
+            control_id=s["control_id"], state=s["state"], attempts=int(s["attempts"]),
+            created_at=float(s["created_at"]), first_attempt_at=float(s["first_attempt_at"]),
+            next_attempt_at=float(s["next_attempt_at"]), updated_at=float(s["updated_at"]),
+            base_event_id=s.get("base_event_id", ""), force=s.get("force") == "1",
+            reason=s.get("reason", ""), history=history,
+        )
+
+    def update_delivery(self, delivery_id: str, **fields: Any) -> None:
+        fields["updated_at"] = repr(time.time())
+        clean = {k: (int(v) if isinstance(v, bool) else v) for k, v in fields.items()}
+        self.r.hset(self.delivery_key(delivery_id), mapping=clean)
+
+    def start_attempt(self, delivery_id: str) -> int:
+        key = self.delivery_key(delivery_id)
+        attempts = int(self.r.hincrby(key, "attempts", 1))
+        if attempts == 1 or float(self.r.hget(key, "first_attempt_at") or 0) == 0:
+            self.r.hset(key, "first_attempt_at", repr(time.time()))
+        self.r.hset(key, mapping={"state": "sending", "updated_at": repr(time.time())})
+        return attempts
+
+    def record_attempt(self, delivery_id: str, entry: dict[str, Any]) -> None:
+        self.r.rpush(self.delivery_key(delivery_id) + ":attempts", json.dumps(entry))
+
+    def store_wire(self, delivery_id: str, wire: bytes) -> None:
+        self.r.hset(self.delivery_key(delivery_id), "wire", self.cipher.encrypt(wire))
+
+    def wire(self, delivery_id: str) -> bytes | None:
+        token = self.r.hget(self.delivery_key(delivery_id), "wire")
+        return self.cipher.decrypt(token) if token else None
+
+    def set_override(self, delivery_id: str, wire: bytes | None) -> None:
+        if wire is None:
+            self.r.hdel(self.delivery_key(delivery_id), "override")
+        else:
+            self.r.hset(self.delivery_key(delivery_id), "override", self.cipher.encrypt(wire))
+
+    def override(self, delivery_id: str) -> bytes | None:
+        token = self.r.hget(self.delivery_key(delivery_id), "override")
+        return self.cipher.decrypt(token) if token else None
+
+    def deliveries_for_event(self, event_id: str) -> list[str]:
+        return [d.decode() for d in self.r.smembers(f"{self.p}:event-deliveries:{event_id}")]
+
+    def link_event_delivery(self, event_id: str, delivery_id: str) -> None:
+        self.r.sadd(f"{self.p}:event-deliveries:{event_id}", delivery_id)
+
+    # per-target applied state --------------------------------------------------------------
+    def target_state(self, key: str, target: str) -> dict[str, str]:
+        raw = self.r.hgetall(f"{self.appt(key)}:target:{target}")
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def applied(self, key: str, target: str, *, order: int, message_event: str,
+                control_id: str, remote_id: str | None) -> None:
+        tkey = f"{self.appt(key)}:target:{target}"
+        mapping: dict[str, Any] = {"applied_order": order, "message_event": message_event,
+                                   "updated_at": repr(time.time())}
+        if remote_id:
+            mapping["ehr_id"] = remote_id
+        pipe = self.r.pipeline()
+        pipe.hset(tkey, mapping=mapping)
+        pipe.rpush(f"{tkey}:control-ids", control_id)
+        pipe.execute()
+
+    def control_ids(self, key: str, target: str) -> list[str]:
+        return [c.decode() for c in self.r.lrange(f"{self.appt(key)}:target:{target}:control-ids", 0, -1)]
+
+    # scheduling ---------------------------------------------------------------------------
+    def schedule(self, key: str, target: str, when: float) -> None:
+        self.r.zadd(self.due, {f"drain:{key}|{target}": when}, lt=True)
+        self.r.zadd(self.due, {f"drain:{key}|{target}": when}, nx=True)
+
+    def pop_due(self, now: float, limit: int = 1000) -> list[str]:
+        items = self.r.zrangebyscore(self.due, 0, now, start=0, num=limit)
+        if not items:
+            return []
+        self.r.zrem(self.due, *items)
+        return [i.decode() for i in items]
+
+    def due_at(self, key: str, target: str) -> float | None:
+        score = self.r.zscore(self.due, f"drain:{key}|{target}")
+        return float(score) if score is not None else None

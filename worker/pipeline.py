@@ -1,0 +1,197 @@
+"""process_event: load, normalise, dedupe, order, route, and queue one delivery per target."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from adapters.calcom.payload import normalise, parse_body
+from core.crypto import DecryptError
+from core.errors import PayloadError
+from core.models import AppointmentEvent, EventKind
+from core.redact import error_text
+from worker.ledger import Delivery, control_id_for
+from worker.routing import route
+from worker.rules import message_event_for
+from worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+FINAL_STATES = ("skipped", "dead", "unrouted", "ignored", "done")
+CANCEL_KINDS = (EventKind.CANCELLED.value, EventKind.REJECTED.value)
+
+
+class AppointmentBusy(Exception):
+    """Another worker holds this appointment's lock; retry shortly."""
+
+
+def load_event(rt: Runtime, event_id: str) -> AppointmentEvent:
+    stored = rt.store.get(event_id)
+    if stored is None:
+        raise KeyError(event_id)
+    return normalise(event_id, parse_body(stored.body), rt.ledger.resolve)
+
+
+def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
+    """Returns the event's new state. Safe to run twice for one event."""
+    try:
+        stored = rt.store.get(event_id)
+    except DecryptError as exc:
+        return _dead_at_ingest(rt, event_id, "decrypt_failed", exc)
+    if stored is None:
+        log.error("event not found", extra={"event_id": event_id})
+        return "missing"
+    if stored.state in FINAL_STATES and not force:
+        return stored.state
+    try:
+        event = normalise(event_id, parse_body(stored.body), rt.ledger.resolve)
+    except PayloadError as exc:
+        return _dead_at_ingest(rt, event_id, "invalid_payload", exc)
+
+    rt.store.save_normalised(event_id, event.to_dict())
+    key = event.appointment_key
+    lock = rt.redis.lock(rt.ledger.lock_name(f"appt:{key}"), timeout=30, blocking_timeout=10)
+    if not lock.acquire():
+        raise AppointmentBusy(key)
+    try:
+        state, targets = _accept(rt, event, stored.state, force)
+    finally:
+        lock.release()
+
+    for target in targets:
+        rt.kick(key, target, None)
+    if state == "accepted":
+        for waiting_id in rt.ledger.waiting_for(event.uid):
+            rt.ledger.unpark(waiting_id)
+            rt.reprocess(waiting_id, False)
+    return state
+
+
+def _accept(rt: Runtime, event: AppointmentEvent, current: str,
+            force: bool) -> tuple[str, list[str]]:
+    ledger, key, eid = rt.ledger, event.appointment_key, event.event_id
+    ctx = {"event_id": eid, "appointment_key": key, "trigger": event.trigger}
+
+    order = ledger.accepted_order(key, eid)
+    if order is not None:  # a retry after a crash: make sure every delivery is queued
+        targets = []
+        for delivery_id in ledger.deliveries_for_event(eid):
+            d = ledger.get_delivery(delivery_id)
+            if d and d.state in ("pending", "sending"):
+                ledger.enqueue(key, d.target, d.id, d.order)
+                targets.append(d.target)
+        return "accepted", targets
+
+    appt = ledger.appointment(key)
+    uids = ledger.known_uids(key)
+    needed = _needed_uid(event, uids)
+    if event.kind is EventKind.NO_SHOW and not appt:
+        needed = event.uid
+    if needed and needed not in uids and not force:
+        deadline = time.time() + rt.settings.delivery.order_wait_seconds
+        ledger.park(needed, eid, deadline)
+        rt.store.set_state(eid, "waiting", "waiting_for_predecessor", key)
+        log.info("event waits for its predecessor", extra=ctx)
+        return "waiting", []
+
+    sequence = event.sequence if event.kind is not EventKind.NO_SHOW else int(appt.get("last_sequence", 0))
+    mark = f"{sequence}:{event.trigger}" + (f":{event.no_show}" if event.kind is EventKind.NO_SHOW else "")
+    if not force:
+        seen = ledger.seen(key, mark)
+        if seen and seen != eid:
+            rt.store.set_state(eid, "skipped", f"duplicate_of:{seen}", key)
+            rt.audit.record("system", "event.skipped", eid, reason="logical_duplicate", of=seen)
+            log.info("logical duplicate skipped", extra=ctx)
+            return "skipped", []
+        stale = _stale_reason(event, sequence, appt)
+        if stale:
+            rt.store.set_state(eid, "skipped", stale, key)
+            rt.audit.record("system", "event.skipped", eid, reason=stale)
+            log.info("stale event skipped: %s", stale, extra=ctx)
+            return "skipped", []
+
+    uid_status = ledger.uid_statuses(key).get(event.uid)
+    message_event = message_event_for(event, uid_status)
+    targets = route(event, rt.settings) if message_event else []
+    order = ledger.accept(key, event_id=eid, uid=event.uid, previous_uid=event.previous_uid,
+                          mark=mark, sequence=sequence, created_at=event.created_at.timestamp(),
+                          status=event.kind.value)
+    if force:
+        rt.audit.record("system", "event.forced", eid, appointment_key=key)
+    if message_event is None:
+        rt.store.set_state(eid, "skipped", f"not_mapped:{event.kind.value}", key)
+        return "skipped", []
+    if not targets:
+        rt.store.set_state(eid, "unrouted", "no_route_matched", key)
+        rt.audit.record("system", "event.unrouted", eid, appointment_key=key)
+        log.warning("event matched no route", extra=ctx)
+        return "unrouted", []
+    base = appt.get("last_event_id", "") if event.kind is EventKind.NO_SHOW else ""
+    rt.redis.hset(rt.store.keys.event(eid), "open_deliveries", len(targets))
+    for target in targets:
+        delivery_id = f"{eid}.{target}"
+        ledger.create_delivery(Delivery(
+            id=delivery_id, event_id=eid, appointment_key=key, target=target,
+            message_event=message_event, order=order, control_id=control_id_for(delivery_id),
+            state="pending", base_event_id=base, force=force,
+        ))
+        ledger.link_event_delivery(eid, delivery_id)
+    rt.store.set_state(eid, "accepted", "", key)
+    rt.audit.record("system", "event.accepted", eid, appointment_key=key,
+                    message_event=message_event, targets=targets)
+    log.info("event accepted", extra={**ctx, "outcome": message_event})
+    return "accepted", targets
+
+
+def _needed_uid(event: AppointmentEvent, uids: set[str]) -> str | None:
+    """The booking uid that must be known before this event can go out."""
+    if event.kind is EventKind.RESCHEDULED:
+        return event.previous_uid
+    if event.kind in (EventKind.CREATED, EventKind.REQUESTED):
+        return None
+    return event.uid
+
+
+def _stale_reason(event: AppointmentEvent, sequence: int, appt: dict[str, str]) -> str | None:
+    if not appt or "last_sequence" not in appt:
+        return None
+    last_seq = int(appt["last_sequence"])
+    last_created = float(appt.get("last_created", 0))
+    last_status = appt.get("status", "")
+    if sequence < last_seq:
+        return f"stale:sequence {sequence} < {last_seq}"
+    if sequence == last_seq:
+        if event.kind.value in CANCEL_KINDS and last_status not in CANCEL_KINDS:
+            return None  # on equal sequence a cancel wins
+        if last_status in CANCEL_KINDS and event.kind.value not in CANCEL_KINDS:
+            return "stale:appointment already cancelled at this sequence"
+        if event.created_at.timestamp() < last_created:
+            return "stale:createdAt older than the last applied event"
+    return None
+
+
+def _dead_at_ingest(rt: Runtime, event_id: str, code: str, exc: Exception) -> str:
+    dl_id = rt.deadletters.add(stage="ingest", error_code=code,
+                               error_class=exc.__class__.__name__, error_text=error_text(exc),
+                               event_id=event_id)
+    rt.store.set_state(event_id, "dead", code)
+    log.error("event dead-lettered at ingest: %s", code,
+              extra={"event_id": event_id, "dead_letter_id": dl_id})
+    return "dead"
+
+
+def expire_wait(rt: Runtime, event_id: str) -> bool:
+    """An event waited too long for its predecessor: dead-letter it (stage ordering)."""
+    if rt.store.state(event_id) != "waiting":
+        return False
+    stored = rt.store.get(event_id)
+    key = stored.appointment_key if stored else ""
+    dl_id = rt.deadletters.add(
+        stage="ordering", error_code="predecessor_missing", error_class="OrderWaitExpired",
+        error_text=("the booking this event changes was never seen within "
+                    f"{rt.settings.delivery.order_wait_seconds:.0f}s; replay with force to send it"),
+        event_id=event_id, appointment_key=key)
+    rt.store.set_state(event_id, "dead", "predecessor_missing")
+    log.warning("order wait expired", extra={"event_id": event_id, "dead_letter_id": dl_id,
+                                             "appointment_key": key})
+    return True

@@ -1,0 +1,48 @@
+"""Per-process worker state: clients and stores built from Settings, plus how to send tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from core.audit import AuditLog
+from core.config import Settings
+from core.crypto import Cipher
+from core.redis_client import make_redis
+from core.store import EventStore
+from deadletter.store import DeadLetterStore
+from worker.ledger import Ledger
+from worker.retry import CircuitBreaker
+
+# kick(appointment_key, target, countdown) / reprocess(event_id, force)
+Kick = Callable[[str, str, float | None], None]
+Reprocess = Callable[[str, bool], None]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis: redis.Redis
+    store: EventStore
+    ledger: Ledger
+    deadletters: DeadLetterStore
+    breaker: CircuitBreaker
+    audit: AuditLog
+    kick: Kick
+    reprocess: Reprocess
+
+    @classmethod
+    def build(cls, settings: Settings, kick: Kick, reprocess: Reprocess,
+              client: redis.Redis | None = None) -> Runtime:
+        client = client or make_redis(settings)
+        cipher = Cipher(settings.security.encryption_keys)
+        prefix = settings.key_prefix
+        return cls(
+            settings=settings, redis=client, store=EventStore(client, cipher, prefix),
+            ledger=Ledger(client, cipher, prefix),
+            deadletters=DeadLetterStore(client, cipher, prefix),
+            breaker=CircuitBreaker(client, settings.delivery, prefix),
+            audit=AuditLog(client, prefix), kick=kick, reprocess=reprocess,
+        )

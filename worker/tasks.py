@@ -1,0 +1,90 @@
+"""Celery tasks. Arguments are ids only (claim check): never patient data."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+from celery import Celery, Task
+
+from core.config import Settings
+from worker import delivery, pipeline
+from worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+_runtime: Runtime | None = None
+
+
+def register(app: Celery, settings: Settings) -> None:
+    def kick(key: str, target: str, countdown: float | None) -> None:
+        app.send_task("calehr.drain", args=[key, target], countdown=countdown)
+
+    def reprocess(event_id: str, force: bool) -> None:
+        app.send_task("calehr.process_event", args=[event_id], kwargs={"force": force})
+
+    def rt() -> Runtime:
+        global _runtime
+        if _runtime is None:  # built lazily: after the prefork, one per child process
+            _runtime = Runtime.build(settings, kick, reprocess)
+        return _runtime
+
+    @app.task(name="calehr.process_event", bind=True, max_retries=None)
+    def process_event(self: Task, event_id: str, force: bool = False) -> str:
+        try:
+            return pipeline.process_event(rt(), event_id, force=force)
+        except pipeline.AppointmentBusy as exc:
+            raise self.retry(countdown=0.5, exc=exc) from None
+        except redis.RedisError as exc:
+            raise self.retry(countdown=min(30, 2 ** min(self.request.retries, 5)), exc=exc) from None
+
+    @app.task(name="calehr.drain", bind=True, max_retries=None)
+    def drain(self: Task, key: str, target: str) -> str:
+        try:
+            return delivery.drain(rt(), key, target)
+        except redis.RedisError as exc:
+            raise self.retry(countdown=min(30, 2 ** min(self.request.retries, 5)), exc=exc) from None
+
+    @app.task(name="calehr.tick", bind=True, max_retries=0)
+    def tick(self: Task) -> dict:
+        return sweep(rt())
+
+
+def sweep(rt: Runtime) -> dict:
+    """Beat: wake due queues, expire order waits, and rescue work a dead worker left behind."""
+    now = time.time()
+    woke = expired = rescued = resent = 0
+    for item in rt.ledger.pop_due(now):
+        kind, _, rest = item.partition(":")
+        if kind == "drain":
+            key, _, target = rest.rpartition("|")
+            rt.kick(key, target, None)
+            woke += 1
+        elif kind == "wait" and pipeline.expire_wait(rt, rest):
+            expired += 1
+    stale_after = rt.settings.delivery.stuck_event_seconds
+    for member in rt.redis.sscan_iter(rt.ledger.pending_index, count=500):
+        key, _, target = member.decode().rpartition("|")
+        if rt.redis.exists(rt.ledger.lock_name(f"drain:{key}|{target}")):
+            continue
+        head = rt.ledger.head(key, target)
+        if head is None:
+            rt.redis.srem(rt.ledger.pending_index, member)
+            continue
+        due = rt.ledger.due_at(key, target)
+        if due is not None and due > now:
+            continue
+        d = rt.ledger.get_delivery(head)
+        if d is None or now - d.updated_at >= stale_after:
+            if d:
+                rt.ledger.update_delivery(head, rescued_at=repr(now))
+            rt.kick(key, target, None)
+            rescued += 1
+    for event_id in rt.store.stuck(stale_after):
+        rt.redis.zadd(rt.store.keys.unprocessed, {event_id: now})  # not again for a while
+        rt.reprocess(event_id, False)
+        resent += 1
+    if woke or expired or rescued or resent:
+        log.info("sweep woke=%d expired=%d rescued=%d resent=%d", woke, expired, rescued, resent)
+    return {"woke": woke, "expired": expired, "rescued": rescued, "resent": resent}

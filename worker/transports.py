@@ -1,0 +1,72 @@
+"""Pick the adapter for a target kind: build the wire message and send it."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from core.config import Settings, TargetSettings
+from core.models import AppointmentEvent, DeliveryResult
+from worker.ledger import Delivery
+
+
+@lru_cache(maxsize=64)
+def _siu_profile(settings: Settings, target_name: str):
+    from adapters.hl7v2 import SiuProfile
+
+    return SiuProfile.from_settings(settings, target_name)
+
+
+@lru_cache(maxsize=64)
+def _fhir_profile(settings: Settings, target_name: str):
+    from adapters.fhir.mapping import FhirProfile
+
+    return FhirProfile.from_settings(settings, target_name)
+
+
+_transports: dict[str, object] = {}
+
+
+def _transport(target: TargetSettings):
+    if target.name not in _transports:
+        if target.kind == "mllp":
+            from adapters.hl7v2 import MLLPClient
+
+            _transports[target.name] = MLLPClient(target)
+        elif target.kind == "file":
+            from adapters.hl7v2 import FileDropTransport
+
+            _transports[target.name] = FileDropTransport(target)
+        else:
+            from adapters.fhir.client import FhirClient
+
+            _transports[target.name] = FhirClient(target)
+    return _transports[target.name]
+
+
+def build_wire(settings: Settings, target: TargetSettings, event: AppointmentEvent,
+               d: Delivery) -> bytes:
+    """The message the target would get (used by delivery and by `calehr map`)."""
+    if target.kind == "fhir":
+        from adapters.fhir.mapping import build_appointment
+
+        resource = build_appointment(event, _fhir_profile(settings, target.name), patient_ref=None)
+        return json.dumps(resource, indent=2).encode()
+    from adapters.hl7v2 import build_siu
+    from worker.rules import filler_status_for
+
+    return build_siu(event, _siu_profile(settings, target.name), message_event=d.message_event,
+                     control_id=d.control_id,
+                     message_time=datetime.fromtimestamp(d.created_at or 0, UTC),
+                     filler_status=filler_status_for(event))
+
+
+def send_event(settings: Settings, target: TargetSettings, event: AppointmentEvent,
+               d: Delivery, override: bytes | None) -> tuple[DeliveryResult, bytes | None]:
+    transport = _transport(target)
+    if target.kind == "fhir":
+        result = transport.send_appointment(event, _fhir_profile(settings, target.name))
+        return result, build_wire(settings, target, event, d)
+    wire = override if override is not None else build_wire(settings, target, event, d)
+    return transport.send(wire, d.control_id), wire
