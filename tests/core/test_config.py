@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.config import ConfigError, Settings
+from tests.support import ROOT, config_text
+
+
+def load(text: str, env: dict[str, str] | None = None) -> Settings:
+    return Settings.from_toml(text, env or {})
+
+
+def test_example_config_is_valid():
+    s = load((ROOT / "core" / "example.toml").read_text())
+    assert s.targets[0].kind == "file"
+    assert s.routes[0].targets == ("ehr-files",)
+
+
+def test_env_expansion(tmp_path: Path):
+    text = config_text(tmp_path).replace('"whsec_demo_3f9a1c2e7b"', '"${HOOK_SECRET}"')
+    s = load(text, {"HOOK_SECRET": "from-env", "REDIS_URL": "redis://x"})
+    assert s.calcom.webhook_secrets == ("from-env",)
+    assert s.redis_url == "redis://x"
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    (lambda t: t.replace('webhook_secrets = ["whsec_demo_3f9a1c2e7b"]', 'webhook_secrets = "${MISSING}"'),
+     "calcom.webhook_secrets"),
+    (lambda t: t.replace('timezone = "America/Chicago"', 'timezone = "Mars/Base"'), "targets[0].timezone"),
+    (lambda t: t.replace('kind = "file"', 'kind = "ftp"'), "targets[0].kind"),
+    (lambda t: t.replace('kind = "file"', 'kind = "file"\nbogus = 1'), "targets[0].bogus"),
+    (lambda t: t.replace("task_time_limit = 15", "task_time_limit = 600"), "worker.task_time_limit"),
+    (lambda t: t.replace("circuit_failure_threshold = 3", 'circuit_failure_threshold = "3"'),
+     "delivery.circuit_failure_threshold"),
+    (lambda t: t.replace('targets = ["files"]', 'targets = ["nowhere"]'), "routes[0].targets"),
+    (lambda t: t.replace('encryption_keys = ["', 'encryption_keys = ["x'), "security.encryption_keys[0]"),
+])
+def test_errors_name_the_key(tmp_path: Path, change, key):
+    text = change(config_text(tmp_path))
+    with pytest.raises(ConfigError) as err:
+        load(text)
+    assert str(err.value).startswith(key), str(err.value)
+
+
+def test_encryption_keys_from_env_come_first(tmp_path: Path):
+    from cryptography.fernet import Fernet
+
+    new = Fernet.generate_key().decode()
+    s = load(config_text(tmp_path), {"CALEHR_ENCRYPTION_KEYS": new})
+    assert s.security.encryption_keys[0] == new and len(s.security.encryption_keys) == 2
+
+
+def test_config_check_command(tmp_path: Path):
+    good = tmp_path / "good.toml"
+    good.write_text(config_text(tmp_path))
+    bad = tmp_path / "bad.toml"
+    bad.write_text(config_text(tmp_path).replace('kind = "file"', 'kind = "ftp"'))
+    run = [sys.executable, "-m", "core.cli", "config", "check"]
+    ok = subprocess.run(run, env={"CALEHR_CONFIG": str(good), "PATH": "/usr/bin"},
+                        capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert ok.returncode == 0 and "config ok" in ok.stdout
+    err = subprocess.run(run, env={"CALEHR_CONFIG": str(bad), "PATH": "/usr/bin"},
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert err.returncode == 2 and "targets[0].kind" in err.stderr

@@ -1,0 +1,16 @@
+from core.redact import MASK, redact_text, scrub
+
+
+def test_redact_text_masks_contact_data_and_dates():
+    text = "failed for jordan.reyes@example.com +1 312 555 0147 born 1984-03-09"
+    out = redact_text(text)
+    assert "jordan" not in out and "555" not in out and "1984" not in out
+    assert out.count(MASK) == 3
+
+
+def test_scrub_masks_phi_keys_recursively():
+    data = {"event_id": "ev_1", "payload": {"attendees": [{"name": "X"}], "uid": "abc",
+                                            "responses": {"dateOfBirth": "1984-03-09"}}}
+    out = scrub(data)
+    assert out["event_id"] == "ev_1" and out["payload"]["uid"] == "abc"
+    assert out["payload"]["attendees"] == MASK and out["payload"]["responses"] == MASK
