@@ -100,6 +100,8 @@ class DeadLetterStore:
         pipe.sadd(f"{self.p}:state:open", dl_id)
         if delivery_id:
             pipe.set(f"{self.p}:by-delivery:{delivery_id}", dl_id)
+        elif event_id:
+            pipe.set(f"{self.p}:by-event:{event_id}", dl_id)
         pipe.execute()
         return dl_id
 
@@ -109,6 +111,11 @@ class DeadLetterStore:
 
     def for_delivery(self, delivery_id: str) -> DeadLetter | None:
         dl_id = self.r.get(f"{self.p}:by-delivery:{delivery_id}")
+        return self.get(dl_id.decode()) if dl_id else None
+
+    def for_event(self, event_id: str) -> DeadLetter | None:
+        """The event-level (ingest or ordering) dead letter of an event, if any."""
+        dl_id = self.r.get(f"{self.p}:by-event:{event_id}")
         return self.get(dl_id.decode()) if dl_id else None
 
     def wire(self, dl_id: str) -> bytes | None:

@@ -8,8 +8,6 @@ import redis
 
 from core.config import Settings
 from core.embedded_redis import EmbeddedRedis
-
-
 from tests.support import (
     Proc,
     base_env,

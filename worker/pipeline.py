@@ -60,6 +60,10 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
 
     for target in targets:
         rt.kick(key, target, None)
+    if state != "waiting":
+        dl = rt.deadletters.for_event(event_id)
+        if dl and dl.state == "replayed":
+            rt.deadletters.set_state(dl.id, "resolved", "system", f"event {state}")
     if state == "accepted":
         for waiting_id in rt.ledger.waiting_for(event.uid):
             rt.ledger.unpark(waiting_id)
