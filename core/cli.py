@@ -88,6 +88,19 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
     return dl_main(_settings(), args.rest)
 
 
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from werkzeug.security import generate_password_hash
+
+    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    if len(password) < 12:
+        print("use at least 12 characters", file=sys.stderr)
+        return 2
+    print(generate_password_hash(password))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="calehr", description="Cal.com <-> EHR bridge")
     sub = p.add_subparsers(dest="command", required=True)
@@ -135,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
                         add_help=False)
     dl.add_argument("rest", nargs=argparse.REMAINDER)
     dl.set_defaults(func=cmd_deadletter)
+    hp = sub.add_parser("hash-password", help="hash a console password (read from stdin)")
+    hp.set_defaults(func=cmd_hash_password)
     return p
 
 

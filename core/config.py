@@ -142,6 +142,20 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class UserSettings:
+    username: str
+    password_hash: str  # werkzeug format, made by `calehr hash-password`
+    role: str  # viewer | operator | admin
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    secret_key: str = ""  # signs session cookies; empty = console disabled
+    session_minutes: int = 30
+    secure_cookies: bool = False  # true behind HTTPS
+
+
+@dataclass(frozen=True)
 class WebSettings:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -162,6 +176,8 @@ class Settings:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    users: tuple[UserSettings, ...] = ()
     key_prefix: str = "calehr"
     var_dir: str = "var"
     source: str = ""
@@ -272,7 +288,7 @@ def _table_list(raw: dict[str, Any], key: str) -> list[_Section]:
 def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = "") -> Settings:
     top = _Section(raw, "")
     top.used.update({"calcom", "security", "providers", "event_types", "locations", "targets",
-                     "routes", "patient", "delivery", "worker", "web"})
+                     "routes", "patient", "delivery", "worker", "web", "console", "users"})
 
     cal = _Section(raw.get("calcom", {}), "calcom")
     secrets = cal.strings("webhook_secrets")
@@ -373,6 +389,21 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
         raise ConfigError("delivery.countdown_max_seconds: must stay well below "
                           "worker.visibility_timeout (at most a quarter)")
     web = _dataclass_section(raw, "web", WebSettings)
+    console = _dataclass_section(raw, "console", ConsoleSettings)
+    users = []
+    for s in _table_list(raw, "users"):
+        role = s.get("role", str, required=True)
+        if role not in ("viewer", "operator", "admin"):
+            raise ConfigError(f"{s.name}.role: must be viewer, operator or admin")
+        pw = s.get("password_hash", str, required=True)
+        if not pw.startswith(("scrypt:", "pbkdf2:")):
+            raise ConfigError(f"{s.name}.password_hash: not a password hash "
+                              "(make one with `calehr hash-password`)")
+        users.append(UserSettings(username=s.get("username", str, required=True),
+                                  password_hash=pw, role=role))
+        s.done()
+    if users and not console.secret_key:
+        raise ConfigError("console.secret_key: required when [[users]] are configured")
 
     key_prefix = top.get("key_prefix", str, "calehr")
     var_dir = top.get("var_dir", str, "var")
@@ -383,7 +414,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
         calcom=calcom, security=SecuritySettings(keys), redis_url=redis_url,
         providers=tuple(providers), event_types=tuple(event_types), locations=tuple(locations),
         targets=tuple(targets), routes=tuple(routes), patient=patient, delivery=delivery,
-        worker=worker, web=web, key_prefix=key_prefix, var_dir=var_dir, source=source,
+        worker=worker, web=web, console=console, users=tuple(users), key_prefix=key_prefix, var_dir=var_dir, source=source,
     )
 
 
