@@ -93,6 +93,8 @@ class TargetSettings:
     permanent_ack_codes: tuple[str, ...] = ("AE", "CE")
     tls: bool = False
     tls_ca_file: str = ""
+    tls_cert_file: str = ""  # client certificate for mutual TLS (MLLP or FHIR)
+    tls_key_file: str = ""
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     max_frame_bytes: int = 1024 * 1024
@@ -414,7 +416,8 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
         calcom=calcom, security=SecuritySettings(keys), redis_url=redis_url,
         providers=tuple(providers), event_types=tuple(event_types), locations=tuple(locations),
         targets=tuple(targets), routes=tuple(routes), patient=patient, delivery=delivery,
-        worker=worker, web=web, console=console, users=tuple(users), key_prefix=key_prefix, var_dir=var_dir, source=source,
+        worker=worker, web=web, console=console, users=tuple(users), key_prefix=key_prefix,
+        var_dir=var_dir, source=source,
     )
 
 
@@ -451,6 +454,8 @@ def _parse_target(s: _Section) -> TargetSettings:
         permanent_ack_codes=s.strings("permanent_ack_codes", d.permanent_ack_codes),
         tls=s.get("tls", bool, False),
         tls_ca_file=s.get("tls_ca_file", str, ""),
+        tls_cert_file=s.get("tls_cert_file", str, ""),
+        tls_key_file=s.get("tls_key_file", str, ""),
         connect_timeout=s.get("connect_timeout", float, d.connect_timeout),
         read_timeout=s.get("read_timeout", float, d.read_timeout),
         max_frame_bytes=s.get("max_frame_bytes", int, d.max_frame_bytes),

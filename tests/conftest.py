@@ -98,9 +98,9 @@ class Stack:
         return self.web_base
 
     def ehr_sim(self, port: int, out: Path, ack: str = "AA", delay_ms: int = 0,
-                name: str = "ehr-sim") -> Proc:
+                name: str = "ehr-sim", extra: tuple[str, ...] = ()) -> Proc:
         out.mkdir(parents=True, exist_ok=True)
-        proc = self.start(name, ehr_sim_cmd(port, out, ack, delay_ms))
+        proc = self.start(name, ehr_sim_cmd(port, out, ack, delay_ms, extra))
         wait_for(lambda: "listening" in proc.output(), 30, 0.05, f"{name} to listen")
         return proc
 

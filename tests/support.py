@@ -185,9 +185,10 @@ def web_cmd(port: int, workers: int = 2) -> list[str]:
             "--workers", str(workers)]
 
 
-def ehr_sim_cmd(port: int, out: Path, ack: str = "AA", delay_ms: int = 0) -> list[str]:
+def ehr_sim_cmd(port: int, out: Path, ack: str = "AA", delay_ms: int = 0,
+                extra: tuple[str, ...] = ()) -> list[str]:
     return [sys.executable, "-m", "adapters.hl7v2.ehr_sim", "--port", str(port), "--out", str(out),
-            "--ack", ack, "--delay-ms", str(delay_ms)]
+            "--ack", ack, "--delay-ms", str(delay_ms), *extra]
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:

@@ -14,7 +14,6 @@ import requests
 from tests.support import fixture_bytes, free_port, post_signed, wait_for, wait_http
 
 
-
 def test_up_serves_readyz_and_delivers_a_signed_fixture_to_the_outbox(tmp_path: Path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CALEHR_", "REDIS_"))}

@@ -1,0 +1,110 @@
+"""`calehr ehr-sim`: an MLLP EHR for tests and demos. Writes each message to a folder, then ACKs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+from adapters.hl7v2.ack import build_ack, split_segments
+from adapters.hl7v2.charset import decode_message
+from adapters.hl7v2.framing import FrameError, FrameReader, frame
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class EhrSimulator:
+    def __init__(self, out: Path, ack: str = "AA", delay_ms: int = 0, mismatch: bool = False,
+                 max_frame_bytes: int = 1024 * 1024) -> None:
+        self.out = out
+        self.ack = ack
+        self.delay = delay_ms / 1000
+        self.mismatch = mismatch
+        self.max_frame_bytes = max_frame_bytes
+        out.mkdir(parents=True, exist_ok=True)
+        last = max((int(p.name.split("_", 1)[0]) for p in out.glob("[0-9]*_*.hl7")), default=0)
+        self._counter = itertools.count(last + 1)
+
+    def _store(self, raw: bytes, control_id: str) -> None:
+        name = f"{next(self._counter):06d}_{_SAFE.sub('_', control_id) or 'no-id'}.hl7"
+        tmp = self.out / f".{name}.tmp"
+        tmp.write_bytes(raw)
+        os.replace(tmp, self.out / name)
+
+    def answer(self, raw: bytes) -> bytes:
+        text = decode_message(raw)
+        segments = split_segments(text)
+        if not segments or not segments[0].startswith("MSH|") or len(segments[0].split("|")) < 12:
+            return build_ack(text, "AR", text="not an HL7 message", error_code="100").encode()
+        control_id = segments[0].split("|")[9]
+        self._store(raw, control_id)
+        if self.ack == "AA":
+            reply = build_ack(text, "AA")
+        else:
+            reply = build_ack(text, self.ack, text="rejected by ehr-sim", error_code="207")
+        if self.mismatch:
+            reply = reply.replace(f"MSA|{self.ack}|{control_id}", f"MSA|{self.ack}|WRONG{control_id}"[:30])
+        return reply.encode()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        frames = FrameReader(self.max_frame_bytes)
+        try:
+            while data := await reader.read(65536):
+                try:
+                    messages = frames.feed(data)
+                except FrameError:
+                    writer.write(frame(build_ack("", "AR", text="frame too large",
+                                                 error_code="100").encode()))
+                    await writer.drain()
+                    break
+                for raw in messages:
+                    if self.delay:
+                        await asyncio.sleep(self.delay)
+                    writer.write(frame(self.answer(raw)))
+                    await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+
+async def serve(host: str, port: int, sim: EhrSimulator) -> None:
+    server = await asyncio.start_server(sim.handle, host, port)
+    addr = server.sockets[0].getsockname()
+    print(f"ehr-sim listening on {addr[0]}:{addr[1]} (ack {sim.ack}, out {sim.out})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="calehr ehr-sim", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=6661)
+    p.add_argument("--out", type=Path, default=Path("var/ehr-sim"))
+    p.add_argument("--ack", choices=["AA", "AE", "AR", "CA", "CE", "CR"], default="AA")
+    p.add_argument("--delay-ms", type=int, default=0)
+    p.add_argument("--mismatch", action="store_true", help="answer with a wrong MSA-2")
+    args = p.parse_args(argv)
+    sim = EhrSimulator(args.out, args.ack, args.delay_ms, args.mismatch)
+    try:
+        asyncio.run(serve(args.host, args.port, sim))
+    except OSError as exc:
+        print(f"ehr-sim: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

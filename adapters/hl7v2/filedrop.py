@@ -1,0 +1,44 @@
+"""File transport: one message per file, written atomically, names sorting in send order."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from core.config import TargetSettings
+from core.models import DeliveryResult
+
+
+class FileDropTransport:
+    def __init__(self, target: TargetSettings) -> None:
+        self.target = target
+        self.folder = Path(target.path)
+
+    def existing(self, control_id: str) -> Path | None:
+        return next(iter(self.folder.glob(f"*_{control_id}.hl7")), None)
+
+    def send(self, wire: bytes, control_id: str) -> DeliveryResult:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            done = self.existing(control_id)
+            if done is not None:  # an earlier attempt got as far as the rename
+                return DeliveryResult(ok=True, detail="file already written", remote_id=done.name)
+            stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
+            final = self.folder / f"{stamp}_{control_id}.hl7"
+            tmp = self.folder / f".{control_id}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+            with open(tmp, "wb") as fh:
+                fh.write(wire)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)  # readers never see a half-written .hl7 file
+            dir_fd = os.open(self.folder, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            return DeliveryResult(ok=False, transient=True,
+                                  detail=f"file_write_failed: {exc.__class__.__name__}")
+        return DeliveryResult(ok=True, detail="file written", remote_id=final.name)
