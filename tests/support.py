@@ -56,6 +56,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+FAST_DELIVERY = {
+    "retry_base_seconds": "0.2", "retry_max_backoff_seconds": "2.0",
+    "countdown_max_seconds": "5.0", "lock_ttl_seconds": "20.0", "sweep_interval_seconds": "0.5",
+    "stuck_event_seconds": "5.0", "circuit_failure_threshold": "3",
+    "circuit_open_seconds": "1.0", "circuit_max_open_seconds": "4.0",
+}
+
+
+def _delivery(overrides: str) -> str:
+    """Fast test timings; `overrides` holds `key = value` lines that replace them."""
+    values = dict(FAST_DELIVERY)
+    for line in overrides.splitlines():
+        if "=" in line:
+            key, value = line.split("=", 1)
+            values[key.strip()] = value.strip()
+    return "\n".join(f"{k} = {v}" for k, v in values.items())
+
+
 def config_text(outbox: Path, extra_targets: str = "", routes: str | None = None,
                 delivery: str = "", secrets: tuple[str, ...] = (SECRET,),
                 prefix: str = "calehr") -> str:
@@ -113,16 +131,7 @@ task_soft_time_limit = 10
 task_time_limit = 15
 
 [delivery]
-retry_base_seconds = 0.2
-retry_max_backoff_seconds = 2.0
-countdown_max_seconds = 5.0
-lock_ttl_seconds = 20.0
-sweep_interval_seconds = 0.5
-stuck_event_seconds = 5.0
-circuit_failure_threshold = 3
-circuit_open_seconds = 1.0
-circuit_max_open_seconds = 4.0
-{delivery}
+{_delivery(delivery)}
 """
 
 

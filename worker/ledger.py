@@ -94,14 +94,25 @@ class Ledger:
         raw = self.r.hgetall(self.appt(key) + ":uid-status")
         return {k.decode(): v.decode() for k, v in raw.items()}
 
+    def next_order(self, key: str) -> int:
+        """Reserve an order number (a crash after this only leaves a gap)."""
+        return int(self.r.hincrby(self.appt(key), "accepted_counter", 1))
+
     def accept(self, key: str, *, event_id: str, uid: str, previous_uid: str | None,
-               mark: str, sequence: int, created_at: float, status: str) -> int:
-        """Record an accepted event; returns its order number within the appointment."""
-        order = int(self.r.hincrby(self.appt(key), "accepted_counter", 1))
-        pipe = self.r.pipeline()
+               mark: str, sequence: int, created_at: float, status: str, order: int,
+               deliveries: list[Delivery], event_hash: str, unprocessed: str,
+               event_state: str, event_reason: str = "") -> None:
+        """Record an accepted event and queue its deliveries in one MULTI/EXEC.
+
+        All or nothing: a Redis restart or a killed worker cannot leave an event accepted
+        with a delivery that is not queued.
+        """
+        existing = {d.id for d in deliveries if self.r.exists(self.delivery_key(d.id))}
+        now = repr(time.time())
+        pipe = self.r.pipeline(transaction=True)
         pipe.hset(self.appt(key), mapping={
             "last_sequence": sequence, "last_created": repr(created_at),
-            "last_event_id": event_id, "status": status, "updated_at": repr(time.time()),
+            "last_event_id": event_id, "status": status, "updated_at": now,
         })
         pipe.hset(self.appt(key) + ":seen", mark, event_id)
         pipe.hset(self.appt(key) + ":accepted", event_id, order)
@@ -111,8 +122,29 @@ class Ledger:
         if previous_uid:
             pipe.sadd(self.appt(key) + ":uids", previous_uid)
             pipe.set(self.uid_key(previous_uid), key)
+        for d in deliveries:
+            if d.id not in existing:
+                pipe.hset(self.delivery_key(d.id), mapping=self._new_delivery_fields(d))
+            pipe.zadd(self.pending(d.appointment_key, d.target), {d.id: d.order}, nx=True)
+            pipe.sadd(self.pending_index, f"{d.appointment_key}|{d.target}")
+            pipe.sadd(f"{self.p}:event-deliveries:{event_id}", d.id)
+        pipe.hset(event_hash, mapping={"state": event_state, "reason": event_reason,
+                                       "appointment_key": key, "updated_at": now,
+                                       "open_deliveries": len(deliveries)})
+        pipe.zrem(unprocessed, event_id)
         pipe.execute()
-        return order
+
+    @staticmethod
+    def _new_delivery_fields(d: Delivery) -> dict[str, Any]:
+        now = repr(time.time())
+        return {
+            "id": d.id, "event_id": d.event_id, "appointment_key": d.appointment_key,
+            "target": d.target, "message_event": d.message_event, "order": d.order,
+            "control_id": d.control_id, "state": "pending", "attempts": 0,
+            "created_at": now, "first_attempt_at": 0, "next_attempt_at": 0,
+            "updated_at": now, "base_event_id": d.base_event_id, "force": int(d.force),
+            "reason": "",
+        }
 
     def accepted_order(self, key: str, event_id: str) -> int | None:
         value = self.r.hget(self.appt(key) + ":accepted", event_id)
@@ -138,17 +170,9 @@ class Ledger:
     # deliveries ---------------------------------------------------------------------------
     def create_delivery(self, d: Delivery) -> bool:
         """Create the record and queue it; idempotent on the delivery id."""
-        now = time.time()
         created = self.r.hsetnx(self.delivery_key(d.id), "id", d.id)
         if created:
-            self.r.hset(self.delivery_key(d.id), mapping={
-                "event_id": d.event_id, "appointment_key": d.appointment_key,
-                "target": d.target, "message_event": d.message_event, "order": d.order,
-                "control_id": d.control_id, "state": "pending", "attempts": 0,
-                "created_at": repr(now), "first_attempt_at": 0, "next_attempt_at": 0,
-                "updated_at": repr(now), "base_event_id": d.base_event_id,
-                "force": int(d.force), "reason": "",
-            })
+            self.r.hset(self.delivery_key(d.id), mapping=self._new_delivery_fields(d))
         self.enqueue(d.appointment_key, d.target, d.id, d.order)
         return bool(created)
 

@@ -64,7 +64,7 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
         dl = rt.deadletters.for_event(event_id)
         if dl and dl.state == "replayed":
             rt.deadletters.set_state(dl.id, "resolved", "system", f"event {state}")
-    if state == "accepted":
+    if state in ("accepted", "unrouted", "skipped"):  # the uid is known now, whatever was sent
         for waiting_id in rt.ledger.waiting_for(event.uid):
             rt.ledger.unpark(waiting_id)
             rt.reprocess(waiting_id, False)
@@ -117,30 +117,34 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
     uid_status = ledger.uid_statuses(key).get(event.uid)
     message_event = message_event_for(event, uid_status)
     targets = route(event, rt.settings) if message_event else []
-    order = ledger.accept(key, event_id=eid, uid=event.uid, previous_uid=event.previous_uid,
-                          mark=mark, sequence=sequence, created_at=event.created_at.timestamp(),
-                          status=event.kind.value)
+    order = ledger.next_order(key)
+    base = appt.get("last_event_id", "") if event.kind is EventKind.NO_SHOW else ""
+    deliveries = [
+        Delivery(id=f"{eid}.{t}", event_id=eid, appointment_key=key, target=t,
+                 message_event=message_event or "", order=order,
+                 control_id=control_id_for(f"{eid}.{t}"), state="pending",
+                 base_event_id=base, force=force)
+        for t in targets
+    ]
+    if message_event is None:
+        state, reason = "skipped", f"not_mapped:{event.kind.value}"
+    elif not targets:
+        state, reason = "unrouted", "no_route_matched"
+    else:
+        state, reason = "accepted", ""
+    ledger.accept(key, event_id=eid, uid=event.uid, previous_uid=event.previous_uid,
+                  mark=mark, sequence=sequence, created_at=event.created_at.timestamp(),
+                  status=event.kind.value, order=order, deliveries=deliveries,
+                  event_hash=rt.store.keys.event(eid), unprocessed=rt.store.keys.unprocessed,
+                  event_state=state, event_reason=reason)
     if force:
         rt.audit.record("system", "event.forced", eid, appointment_key=key)
-    if message_event is None:
-        rt.store.set_state(eid, "skipped", f"not_mapped:{event.kind.value}", key)
-        return "skipped", []
-    if not targets:
-        rt.store.set_state(eid, "unrouted", "no_route_matched", key)
+    if state == "unrouted":
         rt.audit.record("system", "event.unrouted", eid, appointment_key=key)
         log.warning("event matched no route", extra=ctx)
         return "unrouted", []
-    base = appt.get("last_event_id", "") if event.kind is EventKind.NO_SHOW else ""
-    rt.redis.hset(rt.store.keys.event(eid), "open_deliveries", len(targets))
-    for target in targets:
-        delivery_id = f"{eid}.{target}"
-        ledger.create_delivery(Delivery(
-            id=delivery_id, event_id=eid, appointment_key=key, target=target,
-            message_event=message_event, order=order, control_id=control_id_for(delivery_id),
-            state="pending", base_event_id=base, force=force,
-        ))
-        ledger.link_event_delivery(eid, delivery_id)
-    rt.store.set_state(eid, "accepted", "", key)
+    if state == "skipped":
+        return "skipped", []
     rt.audit.record("system", "event.accepted", eid, appointment_key=key,
                     message_event=message_event, targets=targets)
     log.info("event accepted", extra={**ctx, "outcome": message_event})
