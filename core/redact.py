@@ -22,15 +22,23 @@ PHI_KEYS = frozenset({
 
 _PATTERNS = [
     re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),  # email
-    re.compile(r"\+?\d[\d\s().-]{7,}\d"),  # phone-like digit runs
+    # phone-like digit runs, but not inside ids (uuids, hex) or durations such as 0.0123s
+    re.compile(r"(?<![\w.:-])\+?\d[\d\s().-]{7,}\d(?![\w.-])"),
     re.compile(r"\b(19|20)\d{2}-?\d{2}-?\d{2}\b"),  # dates
     re.compile(r"(?m)^(PID|NK1|GT1|IN1|NTE)\|.*$"),  # HL7 segments with patient data
 ]
 
 
+_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+
+
+def _mask(match: re.Match[str]) -> str:
+    return match.group(0) if _IPV4.match(match.group(0)) else MASK
+
+
 def redact_text(text: str) -> str:
     for pattern in _PATTERNS:
-        text = pattern.sub(MASK, text)
+        text = pattern.sub(_mask, text)
     return text
 
 

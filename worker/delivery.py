@@ -103,6 +103,8 @@ def deliver_one(rt: Runtime, d: Delivery) -> str:
     duration_ms = round((time.time() - started) * 1000, 1)
     if wire is not None:
         rt.ledger.store_wire(d.id, wire)
+    if result.response_excerpt:
+        rt.ledger.store_response(d.id, result.response_excerpt)
     outcome = "ok" if result.ok else ("transient" if result.transient else "permanent")
     rt.ledger.record_attempt(d.id, {
         "n": attempt, "at": started, "duration_ms": duration_ms, "outcome": outcome,

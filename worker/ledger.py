@@ -199,7 +199,8 @@ class Ledger:
         data = self.r.hgetall(self.delivery_key(delivery_id))
         if not data or b"event_id" not in data:
             return None
-        s = {k.decode(): v.decode() for k, v in data.items() if k != b"wire"}
+        s = {k.decode(): v.decode() for k, v in data.items()
+             if k not in (b"wire", b"response", b"override")}
         history = [json.loads(h) for h in self.r.lrange(self.delivery_key(delivery_id) + ":attempts", 0, -1)]
         return Delivery(
             id=delivery_id, event_id=s["event_id"], appointment_key=s["appointment_key"],
@@ -233,6 +234,14 @@ class Ledger:
     def wire(self, delivery_id: str) -> bytes | None:
         token = self.r.hget(self.delivery_key(delivery_id), "wire")
         return self.cipher.decrypt(token) if token else None
+
+    def store_response(self, delivery_id: str, text: str) -> None:
+        """The EHR's last answer (ACK with ERR, OperationOutcome): may echo PHI, so encrypted."""
+        self.r.hset(self.delivery_key(delivery_id), "response", self.cipher.encrypt(text.encode()))
+
+    def response(self, delivery_id: str) -> str | None:
+        token = self.r.hget(self.delivery_key(delivery_id), "response")
+        return self.cipher.decrypt(token).decode() if token else None
 
     def set_override(self, delivery_id: str, wire: bytes | None) -> None:
         if wire is None:

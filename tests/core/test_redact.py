@@ -14,3 +14,11 @@ def test_scrub_masks_phi_keys_recursively():
     out = scrub(data)
     assert out["event_id"] == "ev_1" and out["payload"]["uid"] == "abc"
     assert out["payload"]["attendees"] == MASK and out["payload"]["responses"] == MASK
+
+
+def test_ids_durations_and_addresses_are_left_alone():
+    text = ("Task calehr.process_event[556fac63-86c4-4f0a-9b1a-667999f5db0c] succeeded in "
+            "0.0123456s; redis://127.0.0.1:39279/0 ev_0c20f47f54fa427995d6")
+    assert redact_text(text) == text
+    masked = redact_text("call 312.555.0147 or (312) 555-0147")
+    assert "555" not in masked and masked.count(MASK) == 2

@@ -1,0 +1,96 @@
+"""Issue 3 end to end: signed fixtures through gunicorn and a Celery worker to an MLLP EHR."""
+
+from __future__ import annotations
+
+import json
+
+import hl7
+import pytest
+
+from tests.factories import sim_messages
+from tests.support import config_text, fixture_bytes, free_port, post_signed, wait_for
+from tests.worker.helpers import dead_letters
+
+pytestmark = pytest.mark.slow
+
+FLOW = ["02_booking_created.json", "04_booking_rescheduled.json", "05_booking_cancelled.json"]
+
+
+def mllp_target(port: int, extra: str = "") -> str:
+    return f"""
+[[targets]]
+name = "ehr"
+kind = "mllp"
+port = {port}
+timezone = "Europe/Berlin"
+charset = "8859/1"
+connect_timeout = 1.0
+read_timeout = 2.0
+{extra}
+"""
+
+
+def test_created_rescheduled_cancelled_arrive_as_s12_s13_s15(stack, outbox, tmp_path):
+    port = free_port()
+    stack.write_config(config_text(outbox, extra_targets=mllp_target(port),
+                                   routes='[[routes]]\ntargets = ["ehr", "files"]\n'))
+    sim_out = tmp_path / "sim"
+    stack.ehr_sim(port, sim_out)
+    base = stack.web()
+    stack.worker()
+    for name in FLOW:
+        assert post_signed(base, fixture_bytes(name)).status_code == 202
+    got = wait_for(lambda: (m := sim_messages_latin1(sim_out)) and len(m) >= 3 and m, 60,
+                   message="three SIU messages at the simulator")
+    parsed = [hl7.parse(m) for m in got]
+    assert [str(p.segment("MSH")[9]) for p in parsed] == [
+        "SIU^S12^SIU_S12", "SIU^S13^SIU_S12", "SIU^S15^SIU_S12"]
+    assert {str(p["SCH.F1.R1.C1"]) for p in parsed} == {"7xQm2kVd9RbTn4FgHs1LpA@Cal.com"}
+    assert [str(p["SCH.F25.R1.C1"]) for p in parsed] == ["Booked", "Booked", "Cancelled"]
+    assert str(parsed[1]["TQ1.F7"]) == "20261016213000+0200"  # 19:30Z in Berlin summer time
+    assert len({str(p.segment("MSH")[10]) for p in parsed}) == 3
+    # the file-drop target got the same three, in order, as files
+    files = wait_for(lambda: len(f := sorted(outbox.glob("*.hl7"))) >= 3 and f, 30,
+                     message="three files in the outbox")
+    events = [str(hl7.parse(f.read_text("utf-8"))["MSH.F9.R1.C2"]) for f in files]
+    assert events == ["S12", "S13", "S15"]
+
+
+def sim_messages_latin1(out) -> list[str]:
+    return [p.read_bytes().decode("latin-1") for p in sorted(out.glob("*.hl7"))]
+
+
+def test_ack_with_wrong_control_id_is_retried_then_dead_lettered(stack, outbox, tmp_path, rclient):
+    port = free_port()
+    stack.write_config(config_text(outbox, extra_targets=mllp_target(port, "max_attempts = 3"),
+                                   routes='[[routes]]\ntargets = ["ehr"]\n'))
+    sim_out = tmp_path / "sim"
+    stack.ehr_sim(port, sim_out, extra=("--mismatch",))
+    base = stack.web()
+    stack.worker()
+    stack.beat()
+    post_signed(base, fixture_bytes("02_booking_created.json"))
+    dls = wait_for(lambda: dead_letters(rclient), 60, message="a dead letter after 3 mismatches")
+    assert dls[0]["error_code"] == "retries_exhausted"
+    assert "ack_mismatch" in dls[0]["error_text"]
+    attempts = json.loads(dls[0]["attempts"])
+    assert [a["outcome"] for a in attempts] == ["transient"] * 3
+    assert {m["control_id"] for m in sim_messages(sim_out)} == {attempts[0]["control_id"]}
+
+
+def test_ae_keeps_the_err_segment_encrypted_for_the_dead_letter(stack, outbox, tmp_path, rclient):
+    port = free_port()
+    stack.write_config(config_text(outbox, extra_targets=mllp_target(port),
+                                   routes='[[routes]]\ntargets = ["ehr"]\n'))
+    stack.ehr_sim(port, tmp_path / "sim", ack="AE")
+    base = stack.web()
+    stack.worker()
+    post_signed(base, fixture_bytes("02_booking_created.json"))
+    dl = wait_for(lambda: dead_letters(rclient), 30, message="an AE dead letter")[0]
+    assert dl["error_text"] == "ACK AE ERR 207"
+    raw = rclient.hget(f"calehr:delivery:{dl['delivery_id']}", "response")
+    assert raw and b"ERR" not in raw  # stored, but only encrypted
+    from worker.producer import make_client_runtime
+
+    rt = make_client_runtime(stack.settings())
+    assert "ERR|||207" in rt.ledger.response(dl["delivery_id"])
