@@ -170,8 +170,8 @@ def _finish(rt: Runtime, d: Delivery, state: str, reason: str, ctx: dict) -> str
     if dl and dl.state in ("open", "replayed"):
         if state == "delivered":
             rt.deadletters.set_state(dl.id, "resolved", "system", "delivered")
-        else:
-            rt.deadletters.note(dl.id, "system", f"replay {state}", reason=reason)
+        else:  # nothing was sent: back in front of a person, with the reason
+            rt.deadletters.set_state(dl.id, "open", "system", f"replay {state}", reason=reason)
     _event_progress(rt, d.event_id)
     return "done"
 
