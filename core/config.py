@@ -158,6 +158,16 @@ class ConsoleSettings:
 
 
 @dataclass(frozen=True)
+class SpoolSettings:
+    """Local fsync'd spool for webhooks that arrive while Redis is unreachable."""
+
+    enabled: bool = True
+    path: str = ""  # default: <var_dir>/spool
+    max_bytes: int = 256 * 1024 * 1024
+    drain_interval_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
 class WebSettings:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -179,6 +189,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     web: WebSettings = field(default_factory=WebSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    spool: SpoolSettings = field(default_factory=SpoolSettings)
     users: tuple[UserSettings, ...] = ()
     key_prefix: str = "calehr"
     var_dir: str = "var"
@@ -290,7 +301,7 @@ def _table_list(raw: dict[str, Any], key: str) -> list[_Section]:
 def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = "") -> Settings:
     top = _Section(raw, "")
     top.used.update({"calcom", "security", "providers", "event_types", "locations", "targets",
-                     "routes", "patient", "delivery", "worker", "web", "console", "users"})
+                     "routes", "patient", "delivery", "worker", "web", "console", "users", "spool"})
 
     cal = _Section(raw.get("calcom", {}), "calcom")
     secrets = cal.strings("webhook_secrets")
@@ -392,6 +403,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
                           "worker.visibility_timeout (at most a quarter)")
     web = _dataclass_section(raw, "web", WebSettings)
     console = _dataclass_section(raw, "console", ConsoleSettings)
+    spool = _dataclass_section(raw, "spool", SpoolSettings)
     users = []
     for s in _table_list(raw, "users"):
         role = s.get("role", str, required=True)
@@ -416,7 +428,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
         calcom=calcom, security=SecuritySettings(keys), redis_url=redis_url,
         providers=tuple(providers), event_types=tuple(event_types), locations=tuple(locations),
         targets=tuple(targets), routes=tuple(routes), patient=patient, delivery=delivery,
-        worker=worker, web=web, console=console, users=tuple(users), key_prefix=key_prefix,
+        worker=worker, web=web, console=console, spool=spool, users=tuple(users), key_prefix=key_prefix,
         var_dir=var_dir, source=source,
     )
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from flask import Flask, jsonify
 
 from core.config import Settings
 from core.crypto import Cipher
 from core.redis_client import make_redis
+from core.spool import IngestSpool
 from core.store import EventStore
 from webhooks.context import BridgeContext
 
@@ -22,17 +24,28 @@ def create_app(settings: Settings | None = None, *,
         from webhooks.queue import make_enqueue
 
         enqueue = make_enqueue(settings)
-    app.extensions["calehr"] = BridgeContext(
-        settings=settings,
-        redis=client,
-        store=EventStore(client, Cipher(settings.security.encryption_keys), settings.key_prefix),
-        enqueue=enqueue,
-    )
+    cipher = Cipher(settings.security.encryption_keys)
+    spool = None
+    if settings.spool.enabled:
+        folder = Path(settings.spool.path or Path(settings.var_dir) / "spool")
+        spool = IngestSpool(folder, cipher, settings.spool.max_bytes)
+    ctx = BridgeContext(settings=settings, redis=client,
+                        store=EventStore(client, cipher, settings.key_prefix),
+                        enqueue=enqueue, spool=spool)
+    app.extensions["calehr"] = ctx
+    if spool is not None:
+        from webhooks.spool_drain import start_drainer
+
+        app.extensions["calehr-spool-stop"] = start_drainer(ctx, settings.spool.drain_interval_seconds)
 
     from webhooks import calcom, health
 
     app.register_blueprint(health.bp)
     app.register_blueprint(calcom.bp)
+    if settings.console.secret_key:
+        from deadletter.console import register_console
+
+        register_console(app, settings)
 
     @app.errorhandler(404)
     def not_found(_exc):

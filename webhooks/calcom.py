@@ -9,6 +9,7 @@ from flask import Blueprint, jsonify, request
 
 from adapters.calcom.payload import parse_body
 from core.errors import PayloadError
+from core.spool import SpoolFull
 from webhooks.context import bridge
 from webhooks.signing import verify
 
@@ -18,6 +19,24 @@ bp = Blueprint("calcom", __name__, url_prefix="/webhooks")
 
 def _error(status: int, error: str, detail: str):
     return jsonify(error=error, detail=detail), status
+
+
+def _spool(ctx, raw: bytes, trigger: str, exc: Exception):
+    """Redis is unreachable: keep the signed body on local disk (fsync'd) rather than lose it."""
+    log.error("event store unavailable: %s", exc.__class__.__name__)
+    if ctx.spool is None:
+        return _error(503, "store_unavailable", "the event store cannot be reached; retry later")
+    try:
+        spool_id = ctx.spool.append(raw, trigger)
+    except SpoolFull as full:
+        log.error("spool full: %s", full)
+        return _error(503, "spool_full", "the event store is down and the local spool is full")
+    except OSError as err:
+        log.error("spool write failed: %s", err.__class__.__name__)
+        return _error(503, "store_unavailable", "the event store and the spool are unavailable")
+    log.warning("webhook spooled", extra={"spool_id": spool_id, "trigger": trigger,
+                                          "outcome": "spooled"})
+    return jsonify(event_id=None, spool_id=spool_id, duplicate=False, spooled=True), 202
 
 
 @bp.post("/calcom")
@@ -49,8 +68,7 @@ def receive():
             return jsonify(event_id=event_id, duplicate=duplicate, ignored=True), 202
         event_id, duplicate = ctx.store.put(raw, body.trigger)
     except redis.RedisError as exc:
-        log.error("event store unavailable: %s", exc.__class__.__name__)
-        return _error(503, "store_unavailable", "the event store cannot be reached; retry later")
+        return _spool(ctx, raw, body.trigger, exc)
     if not duplicate:
         try:
             ctx.enqueue(event_id)

@@ -9,6 +9,7 @@ import redis
 from flask import current_app
 
 from core.config import Settings
+from core.spool import IngestSpool
 from core.store import EventStore
 
 
@@ -18,6 +19,7 @@ class BridgeContext:
     redis: redis.Redis
     store: EventStore
     enqueue: Callable[[str], None]
+    spool: IngestSpool | None = None
 
 
 def bridge() -> BridgeContext:

@@ -52,7 +52,7 @@ def test_created_rescheduled_cancelled_arrive_as_s12_s13_s15(stack, outbox, tmp_
     # the file-drop target got the same three, in order, as files
     files = wait_for(lambda: len(f := sorted(outbox.glob("*.hl7"))) >= 3 and f, 30,
                      message="three files in the outbox")
-    events = [str(hl7.parse(f.read_text("utf-8"))["MSH.F9.R1.C2"]) for f in files]
+    events = [str(hl7.parse(f.read_bytes().decode())["MSH.F9.R1.C2"]) for f in files]
     assert events == ["S12", "S13", "S15"]
 
 
