@@ -10,7 +10,8 @@ import time
 from core.redact import redact_text
 
 CONTEXT_FIELDS = ("event_id", "appointment_key", "control_id", "target", "delivery_id",
-                  "dead_letter_id", "trigger", "outcome", "attempt", "ack_code", "user")
+                  "dead_letter_id", "trigger", "outcome", "attempt", "ack_code", "user",
+                  "spool_id")
 
 
 class JsonFormatter(logging.Formatter):

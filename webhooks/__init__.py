@@ -9,6 +9,7 @@ from flask import Flask, jsonify
 
 from core.config import Settings
 from core.crypto import Cipher
+from core.metrics import Metrics
 from core.redis_client import make_redis
 from core.spool import IngestSpool
 from core.store import EventStore
@@ -31,16 +32,18 @@ def create_app(settings: Settings | None = None, *,
         spool = IngestSpool(folder, cipher, settings.spool.max_bytes)
     ctx = BridgeContext(settings=settings, redis=client,
                         store=EventStore(client, cipher, settings.key_prefix),
-                        enqueue=enqueue, spool=spool)
+                        enqueue=enqueue, metrics=Metrics(client, settings.key_prefix),
+                        spool=spool)
     app.extensions["calehr"] = ctx
     if spool is not None:
         from webhooks.spool_drain import start_drainer
 
         app.extensions["calehr-spool-stop"] = start_drainer(ctx, settings.spool.drain_interval_seconds)
 
-    from webhooks import calcom, health
+    from webhooks import calcom, health, metrics
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(calcom.bp)
     if settings.console.secret_key:
         from deadletter.console import register_console

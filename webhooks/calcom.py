@@ -17,8 +17,13 @@ log = logging.getLogger(__name__)
 bp = Blueprint("calcom", __name__, url_prefix="/webhooks")
 
 
-def _error(status: int, error: str, detail: str):
+def _error(status: int, error: str, detail: str, trigger: str = "unknown"):
+    _count(trigger, str(status))
     return jsonify(error=error, detail=detail), status
+
+
+def _count(trigger: str, outcome: str) -> None:
+    bridge().metrics.inc("webhooks", trigger, outcome)
 
 
 def _spool(ctx, raw: bytes, trigger: str, exc: Exception):
@@ -30,10 +35,12 @@ def _spool(ctx, raw: bytes, trigger: str, exc: Exception):
         spool_id = ctx.spool.append(raw, trigger)
     except SpoolFull as full:
         log.error("spool full: %s", full)
-        return _error(503, "spool_full", "the event store is down and the local spool is full")
+        return _error(503, "spool_full", "the event store is down and the local spool is full",
+                      trigger)
     except OSError as err:
         log.error("spool write failed: %s", err.__class__.__name__)
         return _error(503, "store_unavailable", "the event store and the spool are unavailable")
+    _count(trigger, "spooled")
     log.warning("webhook spooled", extra={"spool_id": spool_id, "trigger": trigger,
                                           "outcome": "spooled"})
     return jsonify(event_id=None, spool_id=spool_id, duplicate=False, spooled=True), 202
@@ -57,14 +64,16 @@ def receive():
     except PayloadError as exc:
         log.warning("webhook rejected: %s", exc, extra={"outcome": str(exc.status)})
         return _error(exc.status, "invalid_payload" if exc.status == 422 else "malformed_json",
-                      str(exc))
+                      str(exc), getattr(exc, "trigger", None) or "unknown")
     if body.trigger == "PING":
+        _count("PING", "ping")
         return jsonify(status="ok", trigger="PING"), 200
     try:
         if not body.handled:
             event_id, duplicate = ctx.store.put(raw, body.trigger, state="ignored")
             log.info("webhook ignored", extra={"event_id": event_id, "trigger": body.trigger,
                                                "outcome": "ignored"})
+            _count(body.trigger, "ignored")
             return jsonify(event_id=event_id, duplicate=duplicate, ignored=True), 202
         event_id, duplicate = ctx.store.put(raw, body.trigger)
     except redis.RedisError as exc:
@@ -75,6 +84,7 @@ def receive():
         except Exception as exc:  # noqa: BLE001 - stored already; the sweeper picks it up
             log.error("enqueue failed, left for the sweeper: %s", exc.__class__.__name__,
                       extra={"event_id": event_id})
+    _count(body.trigger, "duplicate" if duplicate else "accepted")
     log.info("webhook accepted", extra={"event_id": event_id, "trigger": body.trigger,
                                         "outcome": "duplicate" if duplicate else "accepted"})
     return jsonify(event_id=event_id, duplicate=duplicate), 202

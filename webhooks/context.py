@@ -9,6 +9,7 @@ import redis
 from flask import current_app
 
 from core.config import Settings
+from core.metrics import Metrics
 from core.spool import IngestSpool
 from core.store import EventStore
 
@@ -19,6 +20,7 @@ class BridgeContext:
     redis: redis.Redis
     store: EventStore
     enqueue: Callable[[str], None]
+    metrics: Metrics
     spool: IngestSpool | None = None
 
 

@@ -1,7 +1,9 @@
 """WSGI entry for gunicorn: `gunicorn webhooks.wsgi:app`. Settings are read here, once."""
 
 from core.logging import setup_logging
+from core.sentry import init_sentry
 from webhooks import create_app
 
 setup_logging()
+init_sentry("web")
 app = create_app()

@@ -106,6 +106,7 @@ def deliver_one(rt: Runtime, d: Delivery) -> str:
     if result.response_excerpt:
         rt.ledger.store_response(d.id, result.response_excerpt)
     outcome = "ok" if result.ok else ("transient" if result.transient else "permanent")
+    rt.metrics.inc("deliveries", d.target, outcome)
     rt.ledger.record_attempt(d.id, {
         "n": attempt, "at": started, "duration_ms": duration_ms, "outcome": outcome,
         "ack_code": result.ack_code, "status_code": result.status_code,
@@ -114,6 +115,9 @@ def deliver_one(rt: Runtime, d: Delivery) -> str:
     log.info("delivery attempt %s", outcome, extra={**ctx, "attempt": attempt,
                                                   "outcome": outcome, "ack_code": result.ack_code})
     if result.ok:
+        received = rt.redis.hget(rt.store.keys.event(d.event_id), "received_at")
+        if received and not d.force:
+            rt.metrics.observe_latency(time.time() - float(received))
         rt.ledger.applied(d.appointment_key, d.target, order=d.order,
                           message_event=d.message_event, control_id=d.control_id,
                           remote_id=result.remote_id)
@@ -127,6 +131,7 @@ def deliver_one(rt: Runtime, d: Delivery) -> str:
             return _dead(rt, d, "delivery", "retries_exhausted", "RetriesExhausted",
                          f"gave up after {attempt} attempts over {age:.0f}s; last: {result.detail}",
                          wire, ctx)
+        rt.metrics.inc("retries", d.target)
         delay = backoff_seconds(attempt, rt.settings.delivery, result.retry_after)
         when = time.time() + delay
         rt.ledger.update_delivery(d.id, state="pending", next_attempt_at=repr(when),
@@ -191,6 +196,7 @@ def _dead(rt: Runtime, d: Delivery, stage: str, code: str, cls: str, text: str,
             stage=stage, error_code=code, error_class=cls, error_text=text, target=d.target,
             appointment_key=d.appointment_key, event_id=d.event_id, delivery_id=d.id,
             attempts=fresh.history if fresh else [], wire=wire, message_event=d.message_event)
+    rt.metrics.inc("dead_letters", stage, code)
     rt.ledger.update_delivery(d.id, state="dead", reason=code)
     rt.ledger.dequeue(d.appointment_key, d.target, d.id)
     log.warning("dead-lettered at %s: %s", stage, code, extra={**ctx, "dead_letter_id": dl_id})

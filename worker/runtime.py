@@ -10,6 +10,7 @@ import redis
 from core.audit import AuditLog
 from core.config import Settings
 from core.crypto import Cipher
+from core.metrics import Metrics
 from core.redis_client import make_redis
 from core.store import EventStore
 from deadletter.store import DeadLetterStore
@@ -32,6 +33,7 @@ class Runtime:
     audit: AuditLog
     kick: Kick
     reprocess: Reprocess
+    metrics: Metrics
 
     @classmethod
     def build(cls, settings: Settings, kick: Kick, reprocess: Reprocess,
@@ -45,4 +47,5 @@ class Runtime:
             deadletters=DeadLetterStore(client, cipher, prefix),
             breaker=CircuitBreaker(client, settings.delivery, prefix),
             audit=AuditLog(client, prefix), kick=kick, reprocess=reprocess,
+            metrics=Metrics(client, prefix),
         )

@@ -8,7 +8,14 @@ import hl7
 import pytest
 
 from tests.factories import sim_messages
-from tests.support import config_text, fixture_bytes, free_port, post_signed, wait_for
+from tests.support import (
+    PHI_STRINGS,
+    config_text,
+    fixture_bytes,
+    free_port,
+    post_signed,
+    wait_for,
+)
 from tests.worker.helpers import dead_letters
 
 pytestmark = pytest.mark.slow
@@ -54,6 +61,10 @@ def test_created_rescheduled_cancelled_arrive_as_s12_s13_s15(stack, outbox, tmp_
                      message="three files in the outbox")
     events = [str(hl7.parse(f.read_bytes().decode())["MSH.F9.R1.C2"]) for f in files]
     assert events == ["S12", "S13", "S15"]
+    # a full run's logs (web, worker) carry ids and codes, never the patient
+    logs = "".join(p.output() for p in stack.procs if p.name in ("web", "worker"))
+    assert '"event_id"' in logs and '"control_id"' in logs
+    assert [s for s in PHI_STRINGS if s in logs] == []
 
 
 def sim_messages_latin1(out) -> list[str]:
