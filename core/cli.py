@@ -76,6 +76,40 @@ def cmd_map(args: argparse.Namespace) -> int:
     return run_map(_settings(), Path(args.file), args.target)
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    import json
+
+    from worker.producer import make_client_runtime
+    from worker.tasks import run_reconcile
+
+    settings = _settings()
+    if not settings.calcom.api_key:
+        print("calcom.api_key is not set: reconciliation needs the Cal.com API", file=sys.stderr)
+        return 2
+    result = run_reconcile(make_client_runtime(settings))
+    print(json.dumps(result))
+    return 1 if result.get("error") else 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    import json
+    from datetime import UTC, datetime
+
+    from worker.producer import make_client_runtime
+
+    rt = make_client_runtime(_settings())
+    entries = rt.audit.entries(limit=args.limit, record=args.record, actor=args.actor)
+    for e in entries:
+        data = e if isinstance(e, dict) else e.__dict__
+        if args.json:
+            print(json.dumps(data, default=str))
+        else:
+            when = datetime.fromtimestamp(float(data["ts"]), UTC).strftime("%Y-%m-%d %H:%M:%S")
+            print(f"{when}  {data['actor']:<24} {data['action']:<28} {data['record']} "
+                  f"{json.dumps(data.get('details') or {}, default=str)}")
+    return 0
+
+
 def cmd_ehr_sim(args: argparse.Namespace) -> int:
     from adapters.hl7v2.ehr_sim import main as sim_main
 
@@ -138,6 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("file")
     mp.add_argument("--target", default=None)
     mp.set_defaults(func=cmd_map)
+
+    rc = sub.add_parser("reconcile", help="ask Cal.com API v2 for changed bookings once")
+    rc.set_defaults(func=cmd_reconcile)
+
+    au = sub.add_parser("audit", help="who did what, when, to which record (newest first)")
+    au.add_argument("--limit", type=int, default=100)
+    au.add_argument("--record", default=None)
+    au.add_argument("--actor", default=None)
+    au.add_argument("--json", action="store_true")
+    au.set_defaults(func=cmd_audit)
 
     sim = sub.add_parser("ehr-sim", help="an MLLP EHR that ACKs and writes what it got",
                          add_help=False)

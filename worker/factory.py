@@ -37,13 +37,19 @@ def make_celery(settings: Settings, *, with_tasks: bool = False) -> Celery:
         worker_soft_shutdown_timeout=10.0,
         worker_enable_soft_shutdown_on_idle=True,
         broker_pool_limit=10,
-        beat_schedule={
-            "tick": {"task": "calehr.tick",
-                     "schedule": max(0.5, settings.delivery.sweep_interval_seconds)},
-        },
+        beat_schedule=_beat_schedule(settings),
     )
     if with_tasks:
         from worker.tasks import register
 
         register(app, settings)
     return app
+
+
+def _beat_schedule(settings: Settings) -> dict:
+    schedule = {"tick": {"task": "calehr.tick",
+                         "schedule": max(0.5, settings.delivery.sweep_interval_seconds)}}
+    if settings.calcom.reconcile_interval_seconds > 0 and settings.calcom.api_key:
+        schedule["reconcile"] = {"task": "calehr.reconcile",
+                                 "schedule": float(settings.calcom.reconcile_interval_seconds)}
+    return schedule

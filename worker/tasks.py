@@ -46,9 +46,30 @@ def register(app: Celery, settings: Settings) -> None:
         except redis.RedisError as exc:
             raise self.retry(countdown=min(30, 2 ** min(self.request.retries, 5)), exc=exc) from None
 
+    @app.task(name="calehr.reconcile", bind=True, max_retries=0)
+    def reconcile_task(self: Task) -> dict:
+        return run_reconcile(rt())
+
     @app.task(name="calehr.tick", bind=True, max_retries=0)
     def tick(self: Task) -> dict:
         return sweep(rt())
+
+
+def run_reconcile(rt: Runtime) -> dict:
+    """One reconciliation run at a time, and none while Cal.com asked us to back off."""
+    from adapters.calcom.bookings import BookingsClient
+    from worker.reconcile import reconcile
+
+    p = rt.settings.key_prefix
+    if rt.redis.exists(f"{p}:reconcile:not-before"):
+        return {"skipped": "rate_limited"}
+    lock = rt.redis.lock(f"{p}:lock:reconcile", timeout=300, blocking=False)
+    if not lock.acquire():
+        return {"skipped": "running"}
+    try:
+        return reconcile(rt, BookingsClient(rt.settings.calcom))
+    finally:
+        lock.release()
 
 
 def sweep(rt: Runtime) -> dict:
