@@ -168,6 +168,16 @@ class SpoolSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """Data minimisation: how long patient data stays once nothing needs it."""
+
+    event_body_days: float = 30.0  # bodies of events that reached a final state
+    closed_dead_letter_days: float = 90.0  # resolved or discarded dead letters
+    audit_entries: int = 100_000
+    run_interval_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
 class WebSettings:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -190,6 +200,7 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     spool: SpoolSettings = field(default_factory=SpoolSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     users: tuple[UserSettings, ...] = ()
     key_prefix: str = "calehr"
     var_dir: str = "var"
@@ -301,7 +312,8 @@ def _table_list(raw: dict[str, Any], key: str) -> list[_Section]:
 def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = "") -> Settings:
     top = _Section(raw, "")
     top.used.update({"calcom", "security", "providers", "event_types", "locations", "targets",
-                     "routes", "patient", "delivery", "worker", "web", "console", "users", "spool"})
+                     "routes", "patient", "delivery", "worker", "web", "console", "users", "spool",
+                     "retention"})
 
     cal = _Section(raw.get("calcom", {}), "calcom")
     secrets = cal.strings("webhook_secrets")
@@ -404,6 +416,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
     web = _dataclass_section(raw, "web", WebSettings)
     console = _dataclass_section(raw, "console", ConsoleSettings)
     spool = _dataclass_section(raw, "spool", SpoolSettings)
+    retention = _dataclass_section(raw, "retention", RetentionSettings)
     users = []
     for s in _table_list(raw, "users"):
         role = s.get("role", str, required=True)
@@ -428,7 +441,8 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
         calcom=calcom, security=SecuritySettings(keys), redis_url=redis_url,
         providers=tuple(providers), event_types=tuple(event_types), locations=tuple(locations),
         targets=tuple(targets), routes=tuple(routes), patient=patient, delivery=delivery,
-        worker=worker, web=web, console=console, spool=spool, users=tuple(users), key_prefix=key_prefix,
+        worker=worker, web=web, console=console, spool=spool, retention=retention,
+        users=tuple(users), key_prefix=key_prefix,
         var_dir=var_dir, source=source,
     )
 

@@ -106,6 +106,12 @@ def sweep(rt: Runtime) -> dict:
         rt.redis.zadd(rt.store.keys.unprocessed, {event_id: now})  # not again for a while
         rt.reprocess(event_id, False)
         resent += 1
+    purged = {}
+    if rt.redis.set(f"{rt.settings.key_prefix}:retention:ran", "1", nx=True,
+                    ex=max(1, int(rt.settings.retention.run_interval_seconds))):
+        from worker.retention import purge
+
+        purged = purge(rt, now)
     if woke or expired or rescued or resent:
         log.info("sweep woke=%d expired=%d rescued=%d resent=%d", woke, expired, rescued, resent)
-    return {"woke": woke, "expired": expired, "rescued": rescued, "resent": resent}
+    return {"woke": woke, "expired": expired, "rescued": rescued, "resent": resent, **purged}

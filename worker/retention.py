@@ -1,0 +1,77 @@
+"""Retention: delete patient data nobody needs any more (data minimisation), keep the facts.
+
+Event bodies go once the event is final and older than the period; the event record keeps its
+ids, state and times, and the body hash still drops a late duplicate. Closed dead letters go
+after their period. Open dead letters and events still in flight are never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+FINAL = {b"done", b"skipped", b"unrouted", b"ignored", b"dead"}
+SCAN_LIMIT = 50_000  # events looked at per run; the next run continues
+
+
+def purge(rt: Runtime, now: float | None = None) -> dict[str, int]:
+    now = now or time.time()
+    cfg = rt.settings.retention
+    body_cutoff = now - cfg.event_body_days * 86400
+    bodies = looked = 0
+    for key in rt.redis.scan_iter(match=rt.store.keys.event("*"), count=1000):
+        looked += 1
+        if looked > SCAN_LIMIT:
+            break
+        state, received, has_body = rt.redis.hmget(key, "state", "received_at", "body")
+        if has_body is None or state not in FINAL or float(received or now) > body_cutoff:
+            continue
+        if _dead_letter_open(rt, key.decode().rsplit(":", 1)[-1]):
+            continue
+        event_id = key.decode().rsplit(":", 1)[-1]
+        rt.redis.hdel(key, "body", "normalised")
+        rt.redis.hset(key, "body_deleted_at", repr(now))
+        for delivery_id in rt.ledger.deliveries_for_event(event_id):
+            rt.redis.hdel(rt.ledger.delivery_key(delivery_id), "wire", "response", "override")
+        bodies += 1
+    letters = _purge_dead_letters(rt, now - cfg.closed_dead_letter_days * 86400)
+    rt.redis.ltrim(rt.audit.key, 0, cfg.audit_entries - 1)
+    if bodies or letters:
+        rt.audit.record("system", "retention.purge", "retention", event_bodies=bodies,
+                        dead_letters=letters)
+        log.info("retention removed %d event bodies and %d closed dead letters", bodies, letters)
+    return {"event_bodies": bodies, "dead_letters": letters}
+
+
+def _dead_letter_open(rt: Runtime, event_id: str) -> bool:
+    """A person may still need this event's data to fix and replay it."""
+    letters = [rt.deadletters.for_event(event_id)] + [
+        rt.deadletters.for_delivery(d) for d in rt.ledger.deliveries_for_event(event_id)]
+    return any(dl is not None and dl.state in ("open", "replayed") for dl in letters)
+
+
+def _purge_dead_letters(rt: Runtime, cutoff: float) -> int:
+    removed = 0
+    p = rt.deadletters.p
+    for state in ("resolved", "discarded"):
+        for raw_id in rt.redis.smembers(f"{p}:state:{state}"):
+            dl_id = raw_id.decode()
+            updated = rt.redis.hget(f"{p}:{dl_id}", "updated_at")
+            if updated is None or float(updated) > cutoff:
+                continue
+            d = rt.deadletters.get(dl_id)
+            pipe = rt.redis.pipeline()
+            pipe.delete(f"{p}:{dl_id}", f"{rt.settings.key_prefix}:dl-edits:{dl_id}")
+            pipe.zrem(f"{p}:all", dl_id)
+            pipe.srem(f"{p}:state:{state}", dl_id)
+            if d and d.delivery_id:
+                pipe.delete(f"{p}:by-delivery:{d.delivery_id}")
+            elif d and d.event_id:
+                pipe.delete(f"{p}:by-event:{d.event_id}")
+            pipe.execute()
+            removed += 1
+    return removed
