@@ -165,6 +165,13 @@ class DeadLetterStore:
             counts[key] = counts.get(key, 0) + 1
         return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
+    def states(self, ids: list[str]) -> list[str]:
+        """Current state of each id ("gone" once retention removed it), in one round trip."""
+        pipe = self.r.pipeline()
+        for dl_id in ids:
+            pipe.hget(self._key(dl_id), "state")
+        return [(s or b"gone").decode() for s in pipe.execute()]
+
     def open_count(self) -> int:
         return int(self.r.scard(f"{self.p}:state:open"))
 

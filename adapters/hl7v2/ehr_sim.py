@@ -68,8 +68,8 @@ class EhrSimulator:
                         await asyncio.sleep(self.delay)
                     writer.write(frame(self.answer(raw)))
                     await writer.drain()
-        except (ConnectionError, OSError):
-            pass
+        except (ConnectionError, OSError, asyncio.CancelledError):
+            pass  # peer gone, or the simulator is stopping
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):

@@ -1,0 +1,35 @@
+"""The dead-letter console: a server-rendered Flask blueprint mounted at /console.
+
+`register_console(app, settings)` is called by `webhooks.create_app` when
+`[console] secret_key` is set. Everything the console needs lives in `ConsoleContext`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Blueprint, Flask
+
+from core.config import Settings
+
+console_bp = Blueprint("console", __name__, url_prefix="/console",
+                       template_folder="templates", static_folder="static")
+
+
+def register_console(app: Flask, settings: Settings) -> None:
+    from deadletter.console import actions, auth, views  # noqa: F401 - routes attach to console_bp
+    from deadletter.console.context import ConsoleContext
+    from deadletter.console.templating import install_filters
+
+    app.secret_key = settings.console.secret_key
+    app.config.update(
+        SESSION_COOKIE_NAME="calehr_console",
+        SESSION_COOKIE_PATH="/console",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=settings.console.secure_cookies,
+        PERMANENT_SESSION_LIFETIME=timedelta(minutes=settings.console.session_minutes),
+    )
+    app.extensions["calehr_console"] = ConsoleContext.build(settings)
+    install_filters(app)
+    app.register_blueprint(console_bp)

@@ -1,0 +1,178 @@
+"""Console login and logout, roles, and the checks that run before every console request.
+
+Order of refusals: no live session -> redirect to login (GET) or 401 (anything else);
+a POST without the session's CSRF token -> 400; a role too low for the action -> 403.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from flask import abort, g, redirect, render_template, request, session, url_for
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from deadletter.console import console_bp
+from deadletter.console.context import console
+
+ROLE_RANK = {"viewer": 1, "operator": 2, "admin": 3}
+PUBLIC_ENDPOINTS = frozenset({"console.login", "console.static"})
+F = TypeVar("F", bound=Callable[..., Any])
+_dummy_hash: list[str] = []
+
+
+@dataclass(frozen=True)
+class ConsoleUser:
+    username: str
+    role: str
+    csrf_token: str
+    login_at: float
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this person."""
+        return f"console:{self.username}"
+
+    def can(self, role: str) -> bool:
+        return ROLE_RANK.get(self.role, 0) >= ROLE_RANK[role]
+
+
+def current_user() -> ConsoleUser | None:
+    return g.get("console_user")
+
+
+def requires(role: str) -> Callable[[F], F]:
+    """Refuse (403) unless the logged-in user has at least `role`."""
+    def decorate(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            user = current_user()
+            if user is None:
+                abort(401)
+            if not user.can(role):
+                abort(403)
+            return view(*args, **kwargs)
+        return wrapper  # type: ignore[return-value]
+    return decorate
+
+
+def csrf_token() -> str:
+    """The token every console form carries (before login: a token bound to the cookie)."""
+    user = current_user()
+    if user is not None:
+        return user.csrf_token
+    if "login_csrf" not in session:
+        session["login_csrf"] = secrets.token_urlsafe(32)
+    return str(session["login_csrf"])
+
+
+def _token_ok(expected: str | None) -> bool:
+    sent = request.form.get("csrf_token", "")
+    return bool(expected) and bool(sent) and hmac.compare_digest(sent, str(expected))
+
+
+@console_bp.before_request
+def load_user_and_check_csrf() -> Any:
+    g.console_user = None
+    session_id = session.get("sid")
+    if session_id:
+        ctx = console()
+        record = ctx.sessions.touch(session_id)
+        configured = ctx.user(record.username) if record else None
+        if record and configured:  # the role always comes from the config file
+            g.console_user = ConsoleUser(configured.username, configured.role,
+                                         record.csrf_token, record.created_at)
+        else:
+            session.pop("sid", None)
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        if request.method == "POST" and not _token_ok(session.get("login_csrf")):
+            abort(400, "the form expired or did not come from this console; reload and retry")
+        return None
+    if g.console_user is None:
+        if request.method in ("GET", "HEAD"):
+            return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
+        abort(401)
+    if request.method not in ("GET", "HEAD") and not _token_ok(g.console_user.csrf_token):
+        abort(400, "missing or wrong CSRF token")
+    return None
+
+
+@console_bp.after_request
+def security_headers(response: Any) -> Any:
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+    return response
+
+
+def _safe_next(target: str | None) -> str:
+    default = url_for("console.dead_letter_list")
+    if not target:
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/console/") \
+            or target.startswith("//") or "\\" in target:
+        return default
+    return target
+
+
+def _password_ok(password_hash: str | None, password: str) -> bool:
+    if password_hash is None:  # spend the same time for unknown user names
+        if not _dummy_hash:
+            _dummy_hash.append(generate_password_hash(secrets.token_hex(16)))
+        check_password_hash(_dummy_hash[0], password)
+        return False
+    return check_password_hash(password_hash, password)
+
+
+@console_bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    if request.method == "GET":
+        if current_user() is not None:
+            return redirect(_safe_next(request.args.get("next")))
+        return render_template("console/login.html", next=request.args.get("next", ""))
+    ctx = console()
+    username = request.form.get("username", "").strip()[:100]
+    password = request.form.get("password", "")
+    next_url = request.form.get("next", "")
+    if ctx.throttle.blocked(username):
+        ctx.audit.record(f"console:{username}", "console.login_blocked", "console")
+        return render_template("console/login.html", next=next_url,
+                               error="Too many failed attempts. Wait 15 minutes."), 429
+    user = ctx.user(username)
+    if not _password_ok(user.password_hash if user else None, password) or user is None:
+        ctx.throttle.failed(username)
+        ctx.audit.record(f"console:{username}", "console.login_failed", "console")
+        return render_template("console/login.html", next=next_url,
+                               error="Wrong user name or password."), 401
+    ctx.throttle.succeeded(username)
+    session.clear()  # a fresh session id on login: no fixation
+    session.permanent = True
+    session["sid"] = ctx.sessions.create(user.username)
+    ctx.audit.record(f"console:{user.username}", "console.login", "console",
+                             role=user.role)
+    return redirect(_safe_next(next_url))
+
+
+@console_bp.post("/logout")
+def logout() -> Any:
+    ctx = console()
+    user = current_user()
+    session_id = session.get("sid")
+    if session_id:
+        ctx.sessions.delete(session_id)
+    session.clear()
+    if user is not None:
+        ctx.audit.record(user.actor, "console.logout", "console",
+                                 minutes=round((time.time() - user.login_at) / 60, 1))
+    return redirect(url_for("console.login"))

@@ -1,0 +1,57 @@
+"""What the console needs at run time: settings, Redis, sessions and (lazily) a Runtime."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import redis
+from flask import current_app
+
+from core.audit import AuditLog
+from core.config import Settings, UserSettings
+from core.redis_client import make_redis
+from deadletter.console.jobs import BulkReplayJobs
+from deadletter.console.sessions import LoginThrottle, SessionStore
+from worker.runtime import Runtime
+
+
+@dataclass
+class ConsoleContext:
+    settings: Settings
+    redis: redis.Redis
+    sessions: SessionStore
+    throttle: LoginThrottle
+    jobs: BulkReplayJobs
+    audit: AuditLog
+    _runtime: Runtime | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def build(cls, settings: Settings) -> ConsoleContext:
+        client = make_redis(settings)
+        prefix = settings.key_prefix
+        return cls(settings=settings, redis=client,
+                   sessions=SessionStore(client, prefix, settings.console.session_minutes * 60),
+                   throttle=LoginThrottle(client, prefix), jobs=BulkReplayJobs(client, prefix),
+                   audit=AuditLog(client, prefix))
+
+    @property
+    def runtime(self) -> Runtime:
+        """Built on first use, inside the serving process (after gunicorn forks)."""
+        with self._lock:
+            if self._runtime is None:
+                from worker.producer import make_client_runtime
+
+                self._runtime = make_client_runtime(self.settings)
+            return self._runtime
+
+    def user(self, username: str) -> UserSettings | None:
+        for user in self.settings.users:
+            if user.username == username:
+                return user
+        return None
+
+
+def console() -> ConsoleContext:
+    return current_app.extensions["calehr_console"]

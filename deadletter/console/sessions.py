@@ -1,0 +1,80 @@
+"""Server-side console sessions in Redis, and a throttle on failed logins.
+
+The browser holds only a random session id (inside Flask's signed cookie); Redis holds
+the user name and the CSRF token under a hash of that id, with an idle timeout. Logout
+deletes the record, so a copied cookie stops working at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+
+import redis
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    username: str
+    csrf_token: str
+    created_at: float
+
+
+class SessionStore:
+    def __init__(self, client: redis.Redis, prefix: str, idle_seconds: int) -> None:
+        self.r = client
+        self.p = f"{prefix}:console:session"
+        self.idle_seconds = max(60, idle_seconds)
+
+    def key(self, session_id: str) -> str:
+        return f"{self.p}:{hashlib.sha256(session_id.encode()).hexdigest()}"
+
+    def create(self, username: str) -> str:
+        session_id = secrets.token_urlsafe(32)
+        key = self.key(session_id)
+        pipe = self.r.pipeline()
+        pipe.hset(key, mapping={"username": username, "csrf": secrets.token_urlsafe(32),
+                                "created_at": repr(time.time())})
+        pipe.expire(key, self.idle_seconds)
+        pipe.execute()
+        return session_id
+
+    def touch(self, session_id: str) -> SessionRecord | None:
+        """The live session, its idle timer restarted; None when expired or logged out."""
+        key = self.key(session_id)
+        data = self.r.hgetall(key)
+        if not data or b"username" not in data:
+            return None
+        self.r.expire(key, self.idle_seconds)
+        return SessionRecord(username=data[b"username"].decode(), csrf_token=data[b"csrf"].decode(),
+                             created_at=float(data.get(b"created_at", b"0")))
+
+    def delete(self, session_id: str) -> None:
+        self.r.delete(self.key(session_id))
+
+
+class LoginThrottle:
+    """At most `max_failures` wrong passwords per user name per window."""
+
+    def __init__(self, client: redis.Redis, prefix: str, max_failures: int = 10,
+                 window_seconds: int = 900) -> None:
+        self.r = client
+        self.p = f"{prefix}:console:login-failures"
+        self.max_failures = max_failures
+        self.window_seconds = window_seconds
+
+    def _key(self, username: str) -> str:
+        return f"{self.p}:{hashlib.sha256(username.lower().encode()).hexdigest()[:32]}"
+
+    def blocked(self, username: str) -> bool:
+        return int(self.r.get(self._key(username)) or 0) >= self.max_failures
+
+    def failed(self, username: str) -> None:
+        key = self._key(username)
+        if int(self.r.incr(key)) == 1:
+            self.r.expire(key, self.window_seconds)
+
+    def succeeded(self, username: str) -> None:
+        self.r.delete(self._key(username))
