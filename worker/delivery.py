@@ -159,6 +159,10 @@ def _event_for(rt: Runtime, d: Delivery) -> AppointmentEvent:
 
 def _code(text: str) -> str:
     words = text.lower()
+    if "patient identifier" in words:
+        return "missing_patient_id"
+    if "date of birth" in words:
+        return "invalid_birth_date"
     for code in ("provider", "charset", "event type", "location"):
         if code in words:
             return f"unknown_{code.replace(' ', '_')}" if code != "charset" else "charset"
