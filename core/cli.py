@@ -39,6 +39,8 @@ def cmd_web(args: argparse.Namespace) -> int:
     _settings()
     cmd = [sys.executable, "-m", "gunicorn", "webhooks.wsgi:app", "--bind",
            f"{args.host}:{args.port}", "--workers", str(args.workers), "--access-logfile", "-",
+           # path only (%(U)s): query strings carry the ICS feed token
+           "--access-logformat", '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms',
            "--graceful-timeout", "20", "--timeout", "30"]
     os.execv(sys.executable, cmd)
     return 0  # pragma: no cover

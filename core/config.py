@@ -416,6 +416,9 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
     web = _dataclass_section(raw, "web", WebSettings)
     console = _dataclass_section(raw, "console", ConsoleSettings)
     spool = _dataclass_section(raw, "spool", SpoolSettings)
+    if not spool.path and env.get("CALEHR_SPOOL_PATH"):
+        spool = SpoolSettings(spool.enabled, env["CALEHR_SPOOL_PATH"], spool.max_bytes,
+                              spool.drain_interval_seconds)
     retention = _dataclass_section(raw, "retention", RetentionSettings)
     users = []
     for s in _table_list(raw, "users"):
