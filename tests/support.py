@@ -16,7 +16,7 @@ from typing import Any
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "calcom"
+FIXTURES = ROOT / "tests" / "fixtures" / "calcom"  # byte-exact copies of ../shared/fixtures
 SECRET = "whsec_demo_3f9a1c2e7b"
 KEY = "REVNTy1vbmx5LWtleS1uZXZlci1pbi1wcm9kLTAwMDA="
 PHI_STRINGS = (
