@@ -118,6 +118,14 @@ def cmd_ehr_sim(args: argparse.Namespace) -> int:
     return sim_main(args.rest)
 
 
+def cmd_mllp(args: argparse.Namespace) -> int:
+    from adapters.hl7v2.mllp_server import main as mllp_main
+
+    return mllp_main(["--host", args.host, "--port", str(args.port), "--max-frame-bytes",
+                      str(args.max_frame_bytes), "--idle-timeout", str(args.idle_timeout),
+                      "--max-connections", str(args.max_connections)])
+
+
 def cmd_deadletter(args: argparse.Namespace) -> int:
     from deadletter.cli import main as dl_main
 
@@ -189,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
                          add_help=False)
     sim.add_argument("rest", nargs=argparse.REMAINDER)
     sim.set_defaults(func=cmd_ehr_sim)
+
+    ml = sub.add_parser("mllp", help="the inbound MLLP listener: SIU from the EHR blocks time")
+    ml.add_argument("--host", default="127.0.0.1")
+    ml.add_argument("--port", type=int, default=6661, help="0 = any free port (printed)")
+    ml.add_argument("--max-frame-bytes", type=int, default=1024 * 1024)
+    ml.add_argument("--idle-timeout", type=float, default=300.0, help="seconds")
+    ml.add_argument("--max-connections", type=int, default=256)
+    ml.set_defaults(func=cmd_mllp)
 
     dl = sub.add_parser("deadletter", help="list|show|replay|discard dead letters",
                         add_help=False)

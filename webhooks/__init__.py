@@ -45,6 +45,10 @@ def create_app(settings: Settings | None = None, *,
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(calcom.bp)
+    from webhooks import fhir_inbound, ics
+
+    app.register_blueprint(ics.bp)
+    app.register_blueprint(fhir_inbound.bp)
     if settings.console.secret_key:
         from deadletter.console import register_console
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+from adapters.calcom import api as calcom_api
 from adapters.calcom.payload import normalise, parse_body
 from core.crypto import DecryptError
 from core.errors import PayloadError
@@ -49,6 +50,11 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
         return _dead_at_ingest(rt, event_id, "invalid_payload", exc)
 
     rt.store.save_normalised(event_id, event.to_dict())
+    if calcom_api.is_echo(rt.redis, event, rt.settings.key_prefix):  # our own blocker booking
+        rt.store.set_state(event_id, "skipped", "echo_of_ehr_block", event.appointment_key)
+        rt.audit.record("system", "event.skipped", event_id, reason="echo_of_ehr_block")
+        log.info("echo of an EHR block skipped", extra={"event_id": event_id, "outcome": "skipped"})
+        return "skipped"
     key = event.appointment_key
     lock = rt.redis.lock(rt.ledger.lock_name(f"appt:{key}"), timeout=30, blocking_timeout=10)
     if not lock.acquire():

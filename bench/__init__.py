@@ -1,0 +1,1 @@
+"""Benchmarks with real processes: `python -m bench` (see README, "Performance")."""

@@ -1,0 +1,139 @@
+"""POST/PUT /fhir/Appointment and /fhir/Slot through the real web process, into the ICS feed."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+import requests
+
+from core.blocks import block_uid
+from tests.adapters.hl7v2.listener import busy_events, feed
+from tests.support import Proc, config_text, free_port, wait_http, web_cmd
+
+pytestmark = pytest.mark.slow
+TOKEN = "fhir-inbound-test-token"
+PATIENT = ("Wexford", "Hannelore", "MRN-77881-Q")
+SYSTEM = "urn:oid:1.2.276.0.76.3.1.99.1"
+
+
+@pytest.fixture
+def web(stack, outbox):
+    stack.write_config(config_text(outbox))
+    port = free_port()
+    env = {**stack.env, "CALEHR_FHIR_INBOUND_TOKEN": TOKEN}
+    stack.procs.append(Proc("web", web_cmd(port), env, stack.log_dir))
+    base = f"http://127.0.0.1:{port}"
+    wait_http(f"{base}/healthz")
+    return base
+
+
+def send(base: str, path: str, resource: dict | bytes, method: str = "POST",
+         token: str | None = TOKEN) -> requests.Response:
+    headers = {"Content-Type": "application/fhir+json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    body = resource if isinstance(resource, bytes) else json.dumps(resource).encode()
+    return requests.request(method, f"{base}/fhir/{path}", data=body, headers=headers, timeout=10)
+
+
+def appointment(status: str = "booked", practitioner: str = "OKAFOR01", **changes) -> dict:
+    resource = {
+        "resourceType": "Appointment", "id": "appt-991",
+        "identifier": [{"system": SYSTEM, "value": "ORBIS-991"}],
+        "status": status, "start": "2030-05-06T09:00:00+02:00", "end": "2030-05-06T09:45:00+02:00",
+        "participant": [
+            {"actor": {"reference": "Patient/p1", "display": f"{PATIENT[1]} {PATIENT[0]}",
+                       "identifier": {"value": PATIENT[2]}}, "status": "accepted"},
+            {"actor": {"identifier": {"system": "urn:ehr:staff", "value": practitioner},
+                       "display": "Dr. Okafor"}, "status": "accepted"},
+        ],
+    }
+    resource.update(changes)
+    return resource
+
+
+def slot(status: str = "busy") -> dict:
+    return {
+        "resourceType": "Slot", "id": "slot-17",
+        "contained": [{"resourceType": "Schedule", "id": "sched",
+                       "actor": [{"identifier": {"value": "OKAFOR01"}}]}],
+        "schedule": {"reference": "#sched"}, "status": status,
+        "start": "2030-05-07T13:00:00Z", "end": "2030-05-07T14:00:00Z",
+    }
+
+
+def issue(resp: requests.Response) -> dict:
+    body = resp.json()
+    assert body["resourceType"] == "OperationOutcome"
+    return body["issue"][0]
+
+
+def test_a_token_is_required(web):
+    for token in (None, "wrong-token"):
+        resp = send(web, "Appointment", appointment(), token=token)
+        assert resp.status_code == 401 and issue(resp)["code"] == "login"
+    assert busy_events(web) == {}
+
+
+def test_booked_appointment_blocks_and_cancelled_releases(web, rclient):
+    resp = send(web, "Appointment", appointment())
+    assert resp.status_code == 201, resp.text
+    assert issue(resp)["severity"] == "information"
+    uid = block_uid(SYSTEM, "ORBIS-991")
+    events = busy_events(web)
+    assert list(events) == [uid]
+    assert events[uid]["start"] == datetime(2030, 5, 6, 7, 0, tzinfo=UTC)
+    assert events[uid]["end"] == datetime(2030, 5, 6, 7, 45, tzinfo=UTC)
+    body = feed(web).text
+    assert [s for s in (*PATIENT, "ORBIS-991", "Dr. Okafor") if s in body] == []
+    # the request is kept, encrypted: no plain patient data in Redis
+    stored = [rclient.hget(k, "body") for k in rclient.keys("calehr:inbound:in_*")]
+    assert len(stored) == 1 and PATIENT[0].encode() not in stored[0]
+
+    moved = send(web, "Appointment/appt-991", appointment(start="2030-05-06T10:00:00Z",
+                                                          end="2030-05-06T10:30:00Z"), "PUT")
+    assert moved.status_code == 200
+    assert busy_events(web)[uid]["start"] == datetime(2030, 5, 6, 10, 0, tzinfo=UTC)
+    assert busy_events(web)[uid]["sequence"] == 1
+
+    noshow = send(web, "Appointment/appt-991", appointment("noshow"), "PUT")
+    assert noshow.status_code == 200 and list(busy_events(web)) == [uid]
+    cancelled = send(web, "Appointment/appt-991", appointment("cancelled"), "PUT")
+    assert cancelled.status_code == 200
+    assert busy_events(web) == {}
+
+
+def test_slot_busy_blocks_and_free_releases(web):
+    assert send(web, "Slot", slot("busy")).status_code == 201
+    uid = block_uid("fhir", "Slot/slot-17")
+    assert busy_events(web)[uid]["start"] == datetime(2030, 5, 7, 13, 0, tzinfo=UTC)
+    assert send(web, "Slot/slot-17", slot("free"), "PUT").status_code == 200
+    assert busy_events(web) == {}
+    by_identifier = {**slot("busy-unavailable"), "contained": [],
+                     "schedule": {"identifier": {"value": "OKAFOR01"}}}
+    assert send(web, "Slot", by_identifier).status_code == 201
+    assert len(busy_events(web)) == 1
+
+
+BAD = [
+    (b"{not json", 400, "structure"),
+    (json.dumps({"resourceType": "Patient"}).encode(), 400, "structure"),
+    (appointment(practitioner="SOMEONE-ELSE"), 422, "not-found"),
+    (appointment(start=None), 422, "required"),
+    (appointment(end="2030-05-06T08:00:00+02:00"), 422, "value"),
+    (appointment(start="2030-05-06T09:00:00"), 422, "value"),
+    (appointment(status=None), 422, "required"),
+    (appointment(identifier=[], id=None), 422, "required"),
+]
+
+
+def test_bad_requests_get_an_operation_outcome_and_change_nothing(web):
+    for body, status, code in BAD:
+        resp = send(web, "Appointment", body)
+        assert resp.status_code == status, resp.text
+        outcome = issue(resp)
+        assert outcome["severity"] == "error" and outcome["code"] == code, outcome
+        assert [s for s in PATIENT if s in resp.text] == []
+    assert busy_events(web) == {}

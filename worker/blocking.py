@@ -1,0 +1,67 @@
+"""Apply a BlockChange from the EHR: busy blocks, conflicts, and the api strategy's queue.
+
+Used by the MLLP listener and the FHIR inbound endpoint, right after the message is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import redis
+
+from core.blocks import BLOCK, MOVE, NONE, RELEASE, BlockChange, BusyBlockStore
+from core.config import ProviderSettings, Settings
+from core.crypto import Cipher
+from deadletter.store import DeadLetterStore
+from worker.blocker_sync import BlockerSync
+from worker.conflicts import ConflictChecker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Applied:
+    outcome: str  # blocked | moved | unchanged | released | nothing
+    providers: tuple[str, ...] = ()
+    conflicts: int = 0
+    api_pending: bool = False
+
+
+class BlockingService:
+    def __init__(self, settings: Settings, client: redis.Redis, cipher: Cipher) -> None:
+        prefix = settings.key_prefix
+        self.settings = settings
+        self.providers: dict[str, ProviderSettings] = {p.ehr_id: p for p in settings.providers}
+        self.blocks = BusyBlockStore(client, prefix)
+        deadletters = DeadLetterStore(client, cipher, prefix)
+        self.conflicts = ConflictChecker(client, cipher, prefix)
+        self.sync = BlockerSync(settings, client, self.blocks, deadletters)
+
+    def apply(self, change: BlockChange) -> Applied:
+        if change.action == NONE:
+            return Applied("nothing")
+        uid = change.uid
+        if change.action == RELEASE:
+            removed = self.blocks.release(uid)
+            pending = [self.sync.mark(b.provider, uid) for b in removed]
+            log.info("busy block released", extra={"outcome": "released"})
+            return Applied("released" if removed else "nothing",
+                           tuple(b.provider for b in removed), api_pending=any(pending))
+        if change.action not in (BLOCK, MOVE) or change.start is None or change.end is None:
+            raise ValueError(f"cannot apply {change.action} without start and end")
+        dropped = self.blocks.owners(uid) - set(change.providers)
+        pending = [self.sync.mark(b.provider, uid) for b in self.blocks.release(uid, dropped)]
+        changed_any, moved, conflicts = False, False, 0
+        for ehr_id in change.providers:
+            changed, previous = self.blocks.upsert(ehr_id, uid, change.start, change.end,
+                                                   change.origin.partition(":")[0])
+            changed_any = changed_any or changed
+            moved = moved or (changed and previous is not None)
+            if changed:
+                pending.append(self.sync.mark(ehr_id, uid))
+                conflicts += len(self.conflicts.check(self.providers[ehr_id], uid, change.start,
+                                                      change.end, change.origin))
+        outcome = ("moved" if moved else "blocked") if changed_any else "unchanged"
+        log.info("busy block %s", outcome, extra={"outcome": outcome})
+        return Applied(outcome, change.providers, conflicts, any(pending))

@@ -1,0 +1,142 @@
+"""One inbound HL7 message from the EHR: store it, apply it, answer with an ACK.
+
+Order: read MSH → store encrypted (dedupe on MSH-3, MSH-4, MSH-10) → parse the SIU → apply the
+block change → store the ACK → return it. A repeat gets the stored ACK and changes nothing.
+ACK codes: AA/AE/AR, or CA/CE/CR when MSH-15 or MSH-16 asks for enhanced mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable
+from zoneinfo import ZoneInfo
+
+import redis
+
+from adapters.hl7v2.ack import build_ack
+from adapters.hl7v2.charset import codec_for, decode_message, sniff_msh18
+from adapters.hl7v2.inbound import Header, InboundError, parse_header, parse_siu
+from core.config import Settings
+from core.crypto import Cipher
+from core.inbound_store import InboundStore, dedupe_key
+from core.redis_client import make_redis
+from worker.blocking import BlockingService
+
+log = logging.getLogger(__name__)
+ENHANCED = {"AA": "CA", "AE": "CE", "AR": "CR"}
+
+
+def site_zone(settings: Settings, header: Header) -> ZoneInfo:
+    """The zone for times without an offset: the target whose receiving facility is the sender's
+    facility, else the one zone all targets share, else UTC."""
+    facility = header.sending_facility.split("^")[0].strip().lower()
+    for target in settings.targets:
+        if facility and target.receiving_facility.lower() == facility:
+            return target.zone
+    zones = {t.timezone for t in settings.targets}
+    return ZoneInfo(zones.pop()) if len(zones) == 1 else ZoneInfo("UTC")
+
+
+class Hl7InboundHandler:
+    def __init__(self, settings: Settings, client: redis.Redis,
+                 on_pending: Callable[[], None] | None = None) -> None:
+        cipher = Cipher(settings.security.encryption_keys)
+        self.settings = settings
+        self.store = InboundStore(client, cipher, settings.key_prefix,
+                                  int(settings.retention.event_body_days * 86400) or 86400)
+        self.blocking = BlockingService(settings, client, cipher)
+        self.known = frozenset(p.ehr_id for p in settings.providers)
+        self.on_pending = on_pending
+
+    def handle(self, raw: bytes) -> bytes:
+        codec = codec_for(sniff_msh18(raw))
+        text = decode_message(raw)
+        try:
+            header = parse_header(text)
+        except InboundError as exc:
+            log.warning("inbound message rejected: %s", exc.text,
+                        extra={"outcome": "rejected", "ack_code": exc.ack_code})
+            return build_ack(text, exc.ack_code, text=exc.text, error_code=exc.error_code).encode(
+                codec, "replace")
+        ctx = {"control_id": header.control_id[:40]}
+        try:
+            claim = self.store.claim(raw, source="mllp", kind=f"{header.message_type}^{header.event}",
+                                     dedupe=dedupe_key(header.sending_application,
+                                                       header.sending_facility, header.control_id))
+        except redis.RedisError as exc:
+            log.error("inbound store unavailable: %s", exc.__class__.__name__, extra=ctx)
+            return self._ack(text, header, "AR", "message store unavailable, send again later",
+                             "207", "").encode(codec, "replace")
+        if claim.ack is not None:
+            log.info("repeat of a stored message: the stored ACK is sent again",
+                     extra={**ctx, "outcome": "duplicate"})
+            return claim.ack
+        ack_text, outcome, final = self._process(text, header, claim.message_id)
+        ack = ack_text.encode(codec, "replace")
+        if final:
+            self.store.finish(claim.message_id, outcome, ack)
+        log.info("inbound message %s", outcome,
+                 extra={**ctx, "outcome": outcome, "ack_code": ack_text.split("MSA|")[1][:2]})
+        return ack
+
+    def _process(self, text: str, header: Header, message_id: str) -> tuple[str, str, bool]:
+        """(ACK text, outcome code, final). Not final: a repeat of the message is processed again."""
+        try:
+            change = parse_siu(text, self.known, site_zone(self.settings, header))
+            applied = self.blocking.apply(change)
+        except InboundError as exc:
+            return (self._ack(text, header, exc.ack_code, exc.text, exc.error_code, message_id),
+                    f"rejected:{exc.error_code}", True)
+        except redis.RedisError as exc:
+            log.error("busy block store unavailable: %s", exc.__class__.__name__,
+                      extra={"control_id": header.control_id[:40]})
+            return (self._ack(text, header, "AR", "busy block store unavailable, send again later",
+                              "207", message_id), "store_unavailable", False)
+        if applied.api_pending and self.on_pending is not None:
+            self.on_pending()
+        return self._ack(text, header, "AA", "", "", message_id), applied.outcome, True
+
+    @staticmethod
+    def _ack(text: str, header: Header, code: str, reason: str, error_code: str,
+             message_id: str) -> str:
+        code = ENHANCED[code] if header.enhanced else code
+        control_id = "A" + hashlib.sha256(message_id.encode()).hexdigest()[:19].upper() \
+            if message_id else ""
+        return build_ack(text, code, text=reason, error_code=error_code, control_id=control_id)
+
+
+class InboundApp:
+    """What `calehr mllp` runs besides the socket: the handler and the api strategy's sync loop."""
+
+    SYNC_INTERVAL = 5.0
+
+    def __init__(self, settings: Settings) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._kick: asyncio.Event | None = None
+        self.handler = Hl7InboundHandler(settings, make_redis(settings), on_pending=self._wake)
+
+    def _wake(self) -> None:
+        if self._loop is not None and self._kick is not None:
+            self._loop.call_soon_threadsafe(self._kick.set)
+
+    async def sync_loop(self, stop: asyncio.Event) -> None:
+        """Create and cancel Cal.com blocker bookings for api-strategy providers, until `stop`."""
+        sync = self.handler.blocking.sync
+        if not sync.providers:
+            return
+        self._loop, self._kick = asyncio.get_running_loop(), asyncio.Event()
+        while not stop.is_set():
+            self._kick.clear()
+            try:
+                await asyncio.to_thread(sync.run_pending)
+            except redis.RedisError as exc:
+                log.error("blocker sync: Redis unavailable: %s", exc.__class__.__name__)
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
+                log.error("blocker sync failed: %s", exc.__class__.__name__)
+            waits = [asyncio.ensure_future(self._kick.wait()), asyncio.ensure_future(stop.wait())]
+            _, pending = await asyncio.wait(waits, timeout=self.SYNC_INTERVAL,
+                                            return_when=asyncio.FIRST_COMPLETED)
+            for fut in pending:
+                fut.cancel()
