@@ -121,9 +121,11 @@ def deliver_one(rt: Runtime, d: Delivery) -> str:
         rt.ledger.applied(d.appointment_key, d.target, order=d.order,
                           message_event=d.message_event, control_id=d.control_id,
                           remote_id=result.remote_id)
-        if rt.breaker.success(d.target):
+        closed_circuit = rt.breaker.success(d.target)
+        done = _finish(rt, d, "delivered", "", ctx)
+        if closed_circuit:  # only now: waking every queue of the target can take a while
             _kick_target(rt, d.target)
-        return _finish(rt, d, "delivered", "", ctx)
+        return done
     if result.transient:
         rt.breaker.failure(d.target)
         age = time.time() - (d.first_attempt_at or started)

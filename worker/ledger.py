@@ -196,12 +196,15 @@ class Ledger:
             self.r.srem(self.pending_index, f"{key}|{target}")
 
     def get_delivery(self, delivery_id: str) -> Delivery | None:
-        data = self.r.hgetall(self.delivery_key(delivery_id))
+        pipe = self.r.pipeline(transaction=False)  # one round trip for the record and history
+        pipe.hgetall(self.delivery_key(delivery_id))
+        pipe.lrange(self.delivery_key(delivery_id) + ":attempts", 0, -1)
+        data, attempts = pipe.execute()
         if not data or b"event_id" not in data:
             return None
         s = {k.decode(): v.decode() for k, v in data.items()
              if k not in (b"wire", b"response", b"override")}
-        history = [json.loads(h) for h in self.r.lrange(self.delivery_key(delivery_id) + ":attempts", 0, -1)]
+        history = [json.loads(h) for h in attempts]
         return Delivery(
             id=delivery_id, event_id=s["event_id"], appointment_key=s["appointment_key"],
             target=s["target"], message_event=s["message_event"], order=int(s["order"]),

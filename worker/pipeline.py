@@ -64,8 +64,17 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
     finally:
         lock.release()
 
-    for target in targets:
-        rt.kick(key, target, None)
+    if len(targets) == 1:  # deliver now in this task: saves a Celery round trip per booking
+        from worker.delivery import drain
+
+        try:
+            drain(rt, key, targets[0])
+        except Exception:  # noqa: BLE001 - the queue is in Redis; a drain task takes it up
+            log.exception("inline drain failed", extra={"event_id": event_id})
+            rt.kick(key, targets[0], None)
+    else:  # several targets: one drain task each, so a slow target holds back no other
+        for target in targets:
+            rt.kick(key, target, None)
     if state != "waiting":
         dl = rt.deadletters.for_event(event_id)
         if dl and dl.state == "replayed":
