@@ -149,12 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="calehr", description="Cal.com <-> EHR bridge")
     sub = p.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="run Redis (embedded if REDIS_URL is unset), web, worker, beat")
+    up = sub.add_parser("up", help="Redis (embedded if REDIS_URL is unset), web, worker, beat, MLLP")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--workers", type=int, default=2, help="web worker processes")
     up.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
     up.add_argument("--redis-port", type=int, default=0, help="embedded Redis port (0 = free)")
+    up.add_argument("--mllp-port", type=int, default=6661,
+                    help="inbound MLLP listener port (-1 = do not start it)")
     up.set_defaults(func=cmd_up)
 
     web = sub.add_parser("web", help="run the webhook receiver under gunicorn")

@@ -67,6 +67,10 @@ def run_up(args: argparse.Namespace) -> int:
         "beat": [py, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel", "INFO",
                  "--schedule", str(var_dir / "celerybeat-schedule")],
     }
+    mllp_port = getattr(args, "mllp_port", -1)
+    if mllp_port >= 0:
+        commands["mllp"] = [py, "-m", "core.cli", "mllp", "--host", args.host,
+                            "--port", str(mllp_port)]
     procs: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
@@ -90,6 +94,9 @@ def run_up(args: argparse.Namespace) -> int:
         print(f"calehr up: give Cal.com this webhook URL: {base}/webhooks/calcom", flush=True)
         print(f"calehr up: and this secret: {settings.calcom.webhook_secrets[0]}", flush=True)
         print(f"calehr up: ready check {base}/readyz", flush=True)
+        if mllp_port >= 0:
+            print(f"calehr up: EHR SIU in (MLLP) on {args.host}:{mllp_port}; busy-time feeds at "
+                  f"{base}/calendars/<provider>.ics?token=…", flush=True)
         while not stopping:
             for name, p in procs.items():
                 if p.poll() is not None:

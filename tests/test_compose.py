@@ -21,7 +21,7 @@ def test_compose_file_is_valid_against_the_compose_spec():
 def test_compose_runs_every_part_with_healthchecks_and_durable_redis():
     spec = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = spec["services"]
-    assert {"redis", "web", "worker", "beat", "ehr-sim"} <= set(services)
+    assert {"redis", "web", "worker", "beat", "mllp", "ehr-sim"} <= set(services)
     redis_cmd = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis_cmd and "--appendfsync always" in redis_cmd
     assert "--maxmemory-policy noeviction" in redis_cmd

@@ -15,11 +15,12 @@ from tests.support import fixture_bytes, free_port, post_signed, wait_for, wait_
 
 
 def test_up_serves_readyz_and_delivers_a_signed_fixture_to_the_outbox(tmp_path: Path):
-    port = free_port()
+    port, mllp_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CALEHR_", "REDIS_"))}
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "core.cli", "up", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "core.cli", "up", "--port", str(port),
+                                 "--mllp-port", str(mllp_port)],
                                 cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
@@ -36,6 +37,18 @@ def test_up_serves_readyz_and_delivers_a_signed_fixture_to_the_outbox(tmp_path: 
         files = wait_for(lambda: list((tmp_path / "var" / "outbox").glob("*.hl7")), 60,
                          message="an SIU file in var/outbox")
         assert b"SIU^S12^SIU_S12" in files[0].read_bytes()
+        # the inbound MLLP listener runs too, and answers garbage with a NAK
+        import socket
+
+        def nak() -> bytes:
+            try:
+                with socket.create_connection(("127.0.0.1", mllp_port), timeout=3) as s:
+                    s.sendall(b"\x0bnot hl7\x1c\x0d")
+                    return s.recv(65536)
+            except OSError:
+                return b""
+
+        assert b"MSA|AR" in wait_for(nak, 30, 0.2, "the MLLP listener to answer")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
