@@ -14,7 +14,7 @@ from pathlib import Path
 
 from adapters.hl7v2.ack import build_ack, split_segments
 from adapters.hl7v2.charset import decode_message
-from adapters.hl7v2.framing import FrameError, FrameReader, frame
+from adapters.hl7v2.framing import FrameSplitter, frame
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -53,20 +53,20 @@ class EhrSimulator:
         return reply.encode()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        frames = FrameReader(self.max_frame_bytes)
+        splitter = FrameSplitter(self.max_frame_bytes)
         try:
             while data := await reader.read(65536):
-                try:
-                    messages = frames.feed(data)
-                except FrameError:
-                    writer.write(frame(build_ack("", "AR", text="frame too large",
-                                                 error_code="100").encode()))
-                    await writer.drain()
-                    break
-                for raw in messages:
-                    if self.delay:
-                        await asyncio.sleep(self.delay)
-                    writer.write(frame(self.answer(raw)))
+                for kind, item in splitter.feed(data):
+                    if kind == "frame":
+                        assert isinstance(item, bytes)
+                        if self.delay:
+                            await asyncio.sleep(self.delay)
+                        reply = self.answer(item)
+                    elif kind == "oversize":
+                        reply = build_ack("", "AR", text="frame too large", error_code="100").encode()
+                    else:
+                        continue  # bytes between frames (e.g. a stray CR LF)
+                    writer.write(frame(reply))
                     await writer.drain()
         except (ConnectionError, OSError, asyncio.CancelledError):
             pass  # peer gone, or the simulator is stopping
@@ -96,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ack", choices=["AA", "AE", "AR", "CA", "CE", "CR"], default="AA")
     p.add_argument("--delay-ms", type=int, default=0)
     p.add_argument("--mismatch", action="store_true", help="answer with a wrong MSA-2")
+    p.add_argument("--max-frame-bytes", type=int, default=1024 * 1024)
     args = p.parse_args(argv)
-    sim = EhrSimulator(args.out, args.ack, args.delay_ms, args.mismatch)
+    sim = EhrSimulator(args.out, args.ack, args.delay_ms, args.mismatch, args.max_frame_bytes)
     try:
         asyncio.run(serve(args.host, args.port, sim))
     except OSError as exc:

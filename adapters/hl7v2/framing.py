@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 START, END, CR = b"\x0b", b"\x1c", b"\x0d"
+_BLANK = b" \t\r\n" + END
 
 
 class FrameError(ValueError):
@@ -13,38 +14,54 @@ def frame(message: bytes) -> bytes:
     return START + message + END + CR
 
 
-class FrameReader:
-    """Collects bytes and yields whole frames. Bytes outside a frame are dropped (and counted)."""
+class FrameSplitter:
+    """Bytes in, events out: ("frame", body), ("junk", n), ("oversize", n).
 
-    def __init__(self, max_bytes: int = 1024 * 1024) -> None:
+    A frame that came in the same read as an oversize one is never lost, and bytes outside a
+    frame are reported so the peer can be told.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._buf = bytearray()
-        self.discarded = 0
+        self.buf = bytearray()
+        self.skipping = False  # inside an oversize frame: drop bytes up to its END CR
 
-    def feed(self, data: bytes) -> list[bytes]:
-        self._buf += data
-        frames = []
-        while True:
-            start = self._buf.find(START)
+    def feed(self, data: bytes) -> list[tuple[str, bytes | int]]:
+        self.buf += data
+        out: list[tuple[str, bytes | int]] = []
+        while self.buf:
+            if self.skipping:
+                end = self.buf.find(END + CR)
+                if end < 0:
+                    del self.buf[:-1]  # keep a possible END whose CR has not come yet
+                    return out
+                del self.buf[: end + 2]
+                self.skipping = False
+                continue
+            start = self.buf.find(START)
+            junk = self.buf if start < 0 else self.buf[:start]
+            if junk.strip(_BLANK):
+                out.append(("junk", len(junk)))
             if start < 0:
-                self.discarded += len(self._buf)
-                self._buf.clear()
-                return frames
-            if start:
-                self.discarded += start
-                del self._buf[:start]
-            end = self._buf.find(END + CR, 1)
+                self.buf.clear()
+                return out
+            del self.buf[:start]
+            end = self.buf.find(END + CR, 1)
             if end < 0:
-                if len(self._buf) > self.max_bytes + 1:
-                    self._buf.clear()
-                    raise FrameError(f"frame larger than {self.max_bytes} bytes")
-                return frames
-            body = bytes(self._buf[1:end])
-            del self._buf[: end + 2]
-            if len(body) > self.max_bytes:
-                raise FrameError(f"frame larger than {self.max_bytes} bytes")
-            frames.append(body)
+                if len(self.buf) - 1 > self.max_bytes:
+                    out.append(("oversize", len(self.buf) - 1))
+                    self.buf.clear()
+                    self.skipping = True
+                return out
+            body = bytes(self.buf[1:end])
+            del self.buf[: end + 2]
+            restart = body.rfind(START)  # a frame that never ended, then a new one
+            if restart >= 0:
+                out.append(("junk", restart + 1))
+                body = body[restart + 1:]
+            out.append(("oversize", len(body)) if len(body) > self.max_bytes else ("frame", body))
+        return out
 
     @property
     def pending(self) -> int:
-        return len(self._buf)
+        return 0 if self.skipping else len(self.buf)

@@ -8,7 +8,7 @@ import threading
 import time
 
 from adapters.hl7v2.ack import classify
-from adapters.hl7v2.framing import FrameError, FrameReader, frame
+from adapters.hl7v2.framing import FrameError, FrameSplitter, frame
 from core.config import TargetSettings
 from core.models import DeliveryResult
 
@@ -44,7 +44,7 @@ class MLLPClient:
         return sock
 
     def _read_frame(self, sock: socket.socket) -> bytes:
-        reader = FrameReader(self.target.max_frame_bytes)
+        splitter = FrameSplitter(self.target.max_frame_bytes)
         deadline = time.monotonic() + self.target.read_timeout
         while True:
             left = deadline - time.monotonic()
@@ -54,9 +54,12 @@ class MLLPClient:
             data = sock.recv(65536)
             if not data:
                 raise _PeerClosed
-            frames = reader.feed(data)
-            if frames:
-                return frames[0]
+            for kind, item in splitter.feed(data):
+                if kind == "frame":
+                    assert isinstance(item, bytes)
+                    return item
+                if kind == "oversize":
+                    raise FrameError(f"ACK frame larger than {self.target.max_frame_bytes} bytes")
 
     def send(self, wire: bytes, control_id: str) -> DeliveryResult:
         """Send one message and read its ACK. Never raises for network trouble."""

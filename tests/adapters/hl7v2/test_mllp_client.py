@@ -10,7 +10,7 @@ from pathlib import Path
 import hl7
 import pytest
 
-from adapters.hl7v2 import MLLPClient, build_siu, frame
+from adapters.hl7v2 import FrameSplitter, MLLPClient, build_siu, frame
 from core.config import TargetSettings
 from tests.adapters.hl7v2.helpers import MESSAGE_TIME, event_from, profile
 from tests.factories import sim_messages
@@ -167,3 +167,18 @@ def test_oversized_ack_frame_is_refused(tmp_path):
         assert not result.ok and result.transient and result.detail.startswith("bad_frame")
     finally:
         peer.close()
+
+
+def test_simulator_answers_every_frame_around_an_oversize_one(tmp_path, start_sim):
+    _, port, out = start_sim(extra=("--max-frame-bytes", "4096"))
+    first, last = siu(tmp_path, "BEFORE"), siu(tmp_path, "AFTER")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(frame(first) + frame(b"MSH|" + b"x" * 10_000) + frame(last))  # one write
+        splitter, acks = FrameSplitter(1 << 20), []
+        while len(acks) < 3:
+            chunk = s.recv(65536)
+            assert chunk, f"simulator closed after {len(acks)} answers"
+            acks += [item for kind, item in splitter.feed(chunk) if kind == "frame"]
+    codes = [str(hl7.parse(a.decode()).segment("MSA")[1]) for a in acks]
+    assert codes == ["AA", "AR", "AA"]
+    assert [m["control_id"] for m in sim_messages(out)] == ["BEFORE", "AFTER"]

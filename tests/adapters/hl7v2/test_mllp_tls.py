@@ -6,7 +6,7 @@ import socket
 import ssl
 import threading
 
-from adapters.hl7v2 import FrameReader, MLLPClient, build_ack, frame
+from adapters.hl7v2 import FrameSplitter, MLLPClient, build_ack, frame
 from core.config import TargetSettings
 from tests.adapters.fhir.test_tls import pki  # noqa: F401 - the same throwaway CA and certs
 from tests.adapters.hl7v2.test_mllp_client import CONTROL, siu
@@ -33,10 +33,12 @@ class TlsEhr:
             try:
                 with self.ctx.wrap_socket(raw, server_side=True) as conn:
                     self.peers.append(conn.getpeercert()["subject"][0][0][1])
-                    reader = FrameReader()
-                    while not (frames := reader.feed(conn.recv(65536))):
+                    splitter = FrameSplitter(1 << 20)
+                    while not (events := splitter.feed(conn.recv(65536))):
                         pass
-                    conn.sendall(frame(build_ack(frames[0].decode(), "AA").encode()))
+                    body = events[0][1]
+                    assert isinstance(body, bytes)
+                    conn.sendall(frame(build_ack(body.decode(), "AA").encode()))
             except (ssl.SSLError, OSError):
                 continue
 
