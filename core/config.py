@@ -31,6 +31,10 @@ class CalcomSettings:
     max_body_bytes: int = 256 * 1024
     bookings_api_version: str = "2024-08-13"
     reconcile_interval_seconds: int = 0  # 0 = off
+    # the hidden event type that `api`-strategy providers book to hold EHR time
+    blocker_event_type_id: int = 0  # 0 = find it by slug under the provider's username
+    blocker_event_type_slug: str = "ehr-hold"
+    blocker_attendee_email: str = "ehr-hold@calehr.invalid"
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,13 @@ class RetentionSettings:
 
 
 @dataclass(frozen=True)
+class InboundSettings:
+    """The reverse direction: what the EHR may send us."""
+
+    fhir_token: str = ""  # bearer token for /fhir/Appointment and /fhir/Slot; empty = refused
+
+
+@dataclass(frozen=True)
 class WebSettings:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -201,6 +212,7 @@ class Settings:
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     spool: SpoolSettings = field(default_factory=SpoolSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    inbound: InboundSettings = field(default_factory=InboundSettings)
     users: tuple[UserSettings, ...] = ()
     key_prefix: str = "calehr"
     var_dir: str = "var"
@@ -313,7 +325,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
     top = _Section(raw, "")
     top.used.update({"calcom", "security", "providers", "event_types", "locations", "targets",
                      "routes", "patient", "delivery", "worker", "web", "console", "users", "spool",
-                     "retention"})
+                     "retention", "inbound"})
 
     cal = _Section(raw.get("calcom", {}), "calcom")
     secrets = cal.strings("webhook_secrets")
@@ -326,8 +338,20 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
         max_body_bytes=cal.get("max_body_bytes", int, CalcomSettings.max_body_bytes),
         bookings_api_version=cal.get("bookings_api_version", str, "2024-08-13"),
         reconcile_interval_seconds=cal.get("reconcile_interval_seconds", int, 0),
+        blocker_event_type_id=cal.get("blocker_event_type_id", int, 0),
+        blocker_event_type_slug=cal.get("blocker_event_type_slug", str,
+                                        CalcomSettings.blocker_event_type_slug),
+        blocker_attendee_email=cal.get("blocker_attendee_email", str,
+                                       CalcomSettings.blocker_attendee_email),
     )
     cal.done()
+    if calcom.blocker_event_type_id < 0:
+        raise ConfigError("calcom.blocker_event_type_id: must not be negative")
+    if not calcom.blocker_event_type_slug and not calcom.blocker_event_type_id:
+        raise ConfigError("calcom.blocker_event_type_slug: required when "
+                          "calcom.blocker_event_type_id is not set")
+    if "@" not in calcom.blocker_attendee_email:
+        raise ConfigError("calcom.blocker_attendee_email: must be an email address")
 
     sec = _Section(raw.get("security", {}), "security")
     keys = sec.strings("encryption_keys")
@@ -420,6 +444,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
         spool = SpoolSettings(spool.enabled, env["CALEHR_SPOOL_PATH"], spool.max_bytes,
                               spool.drain_interval_seconds)
     retention = _dataclass_section(raw, "retention", RetentionSettings)
+    inbound = _dataclass_section(raw, "inbound", InboundSettings)
     users = []
     for s in _table_list(raw, "users"):
         role = s.get("role", str, required=True)
@@ -445,7 +470,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
         providers=tuple(providers), event_types=tuple(event_types), locations=tuple(locations),
         targets=tuple(targets), routes=tuple(routes), patient=patient, delivery=delivery,
         worker=worker, web=web, console=console, spool=spool, retention=retention,
-        users=tuple(users), key_prefix=key_prefix,
+        inbound=inbound, users=tuple(users), key_prefix=key_prefix,
         var_dir=var_dir, source=source,
     )
 

@@ -1,6 +1,6 @@
 """POST/PUT /fhir/Appointment and /fhir/Slot: the EHR books first over FHIR R4.
 
-Bearer token from `CALEHR_FHIR_INBOUND_TOKEN` (unset: every request is refused). The body is
+Bearer token from `inbound.fhir_token` (empty: every request is refused). The body is
 stored encrypted, then applied as a block change exactly like an inbound SIU. Errors answer
 with an OperationOutcome whose text names the element, never a value from the body.
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +28,6 @@ from webhooks.context import bridge
 
 log = logging.getLogger(__name__)
 bp = Blueprint("fhir_inbound", __name__, url_prefix="/fhir")
-TOKEN_ENV = "CALEHR_FHIR_INBOUND_TOKEN"  # noqa: S105 - a variable name
 MAX_BODY = 256 * 1024
 APPOINTMENT_ACTIONS = {"booked": BLOCK, "pending": BLOCK, "arrived": BLOCK, "checked-in": BLOCK,
                        "cancelled": RELEASE, "entered-in-error": RELEASE}
@@ -122,7 +120,7 @@ def to_change(resource: dict[str, Any], known: frozenset[str], url_id: str | Non
 
 # endpoint ---------------------------------------------------------------------------------
 def _authorised() -> bool:
-    expected = os.environ.get(TOKEN_ENV, "")
+    expected = bridge().settings.inbound.fhir_token
     given = request.headers.get("Authorization", "")
     scheme, _, token = given.partition(" ")
     return bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(

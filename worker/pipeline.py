@@ -50,7 +50,8 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
         return _dead_at_ingest(rt, event_id, "invalid_payload", exc)
 
     rt.store.save_normalised(event_id, event.to_dict())
-    if calcom_api.is_echo(rt.redis, event, rt.settings.key_prefix):  # our own blocker booking
+    blocker = calcom_api.BlockerType.from_settings(rt.settings.calcom)
+    if calcom_api.is_echo(rt.redis, event, rt.settings.key_prefix, blocker):  # our own booking
         rt.store.set_state(event_id, "skipped", "echo_of_ehr_block", event.appointment_key)
         rt.audit.record("system", "event.skipped", event_id, reason="echo_of_ehr_block")
         log.info("echo of an EHR block skipped", extra={"event_id": event_id, "outcome": "skipped"})

@@ -5,13 +5,12 @@ Cal.com sends a webhook for every booking it makes or cancels, ours included. So
 call the intended booking goes into the echo ledger (Redis, with a TTL); `is_echo()` lets the
 pipeline recognise the webhook that comes back and never forward it to the EHR.
 
-Which event type: `CALEHR_BLOCKER_EVENT_TYPE_ID` (an id), else the slug in
-`CALEHR_BLOCKER_EVENT_TYPE_SLUG` (default `ehr-hold`) under the provider's Cal.com username.
+Which event type: `calcom.blocker_event_type_id`, else `calcom.blocker_event_type_slug`
+(default `ehr-hold`) under the provider's Cal.com username.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,11 +42,9 @@ class BlockerType:
     event_type_id: int | None = None
 
     @classmethod
-    def from_env(cls) -> BlockerType:
-        raw_id = os.environ.get("CALEHR_BLOCKER_EVENT_TYPE_ID", "").strip()
-        return cls(slug=os.environ.get("CALEHR_BLOCKER_EVENT_TYPE_SLUG", "").strip()
-                   or DEFAULT_BLOCKER_SLUG,
-                   event_type_id=int(raw_id) if raw_id.isdigit() else None)
+    def from_settings(cls, settings: CalcomSettings) -> BlockerType:
+        return cls(slug=settings.blocker_event_type_slug,
+                   event_type_id=settings.blocker_event_type_id or None)
 
     def matches(self, event: AppointmentEvent) -> bool:
         if self.event_type_id is not None and event.event_type_id == self.event_type_id:
@@ -96,14 +93,14 @@ def expect_cancel(r: redis.Redis, prefix: str, booking_uid: str, block_uid: str)
 
 
 def is_echo(r: redis.Redis, event: AppointmentEvent, prefix: str = "calehr",
-            blocker: BlockerType | None = None) -> bool:
+            blocker: BlockerType = BlockerType()) -> bool:
     """True when this Cal.com event is about a blocker booking the bridge made itself."""
     uids = [u for u in (event.uid, event.previous_uid) if u]
     if uids and any(r.exists(_uid_key(prefix, u)) for u in uids):
         return True
     if event.kind not in (EventKind.CREATED, EventKind.REQUESTED) or event.start is None:
         return False
-    if not (blocker or BlockerType.from_env()).matches(event):
+    if not blocker.matches(event):
         return False
     users = {u for u in (event.organizer.username, event.organizer.email) if u}
     return any(r.exists(_slot_key(prefix, u, event.start)) for u in users)
@@ -113,10 +110,10 @@ def is_echo(r: redis.Redis, event: AppointmentEvent, prefix: str = "calehr",
 class BlockerApi:
     """POST /v2/bookings and POST /v2/bookings/{uid}/cancel, API version from the settings."""
 
-    def __init__(self, settings: CalcomSettings, blocker: BlockerType | None = None,
+    def __init__(self, settings: CalcomSettings,
                  timeout: tuple[float, float] = (3.0, 10.0)) -> None:
         self.settings = settings
-        self.blocker = blocker or BlockerType.from_env()
+        self.blocker = BlockerType.from_settings(settings)
         self.timeout = timeout
         self.session = requests.Session()
         self.session.headers.update({
@@ -129,7 +126,7 @@ class BlockerApi:
         body: dict[str, object] = {
             "start": utc_iso(start),
             "lengthInMinutes": max(1, int((end - start).total_seconds() // 60)),
-            "attendee": {"name": ATTENDEE_NAME, "email": self._attendee_email(),
+            "attendee": {"name": ATTENDEE_NAME, "email": self.settings.blocker_attendee_email,
                          "timeZone": "UTC", "language": "en"},
             "metadata": {"origin": "ehr-bridge", "blockUid": block_uid},
         }
@@ -166,7 +163,3 @@ class BlockerApi:
         transient = resp.status_code >= 500 or resp.status_code in (408, 429)
         raise CalcomApiError(f"Cal.com API answered HTTP {resp.status_code}", resp.status_code,
                              transient)
-
-    @staticmethod
-    def _attendee_email() -> str:
-        return os.environ.get("CALEHR_BLOCKER_ATTENDEE_EMAIL", "") or "ehr-hold@calehr.invalid"

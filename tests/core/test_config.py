@@ -38,12 +38,28 @@ def test_env_expansion(tmp_path: Path):
      "delivery.circuit_failure_threshold"),
     (lambda t: t.replace('targets = ["files"]', 'targets = ["nowhere"]'), "routes[0].targets"),
     (lambda t: t.replace('encryption_keys = ["', 'encryption_keys = ["x'), "security.encryption_keys[0]"),
+    (lambda t: t.replace("[calcom]", '[calcom]\nblocker_attendee_email = "nobody"'),
+     "calcom.blocker_attendee_email"),
+    (lambda t: t + '\n[inbound]\nfhir_token = 12\n', "inbound.fhir_token"),
+    (lambda t: t + '\n[inbound]\ntoken = "x"\n', "inbound.token"),
 ])
 def test_errors_name_the_key(tmp_path: Path, change, key):
     text = change(config_text(tmp_path))
     with pytest.raises(ConfigError) as err:
         load(text)
     assert str(err.value).startswith(key), str(err.value)
+
+
+def test_reverse_direction_settings(tmp_path: Path):
+    s = load(config_text(tmp_path))
+    assert s.inbound.fhir_token == ""  # FHIR inbound refused until a token is configured
+    assert (s.calcom.blocker_event_type_id, s.calcom.blocker_event_type_slug) == (0, "ehr-hold")
+    text = config_text(tmp_path).replace("[calcom]", "[calcom]\nblocker_event_type_id = 4711\n"
+                                         'blocker_attendee_email = "holds@clinic.test"')
+    s = load(text + '\n[inbound]\nfhir_token = "${FHIR_TOKEN}"\n', {"FHIR_TOKEN": "t0k"})
+    assert s.inbound.fhir_token == "t0k"
+    assert s.calcom.blocker_event_type_id == 4711
+    assert s.calcom.blocker_attendee_email == "holds@clinic.test"
 
 
 def test_encryption_keys_from_env_come_first(tmp_path: Path):

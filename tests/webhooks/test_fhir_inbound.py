@@ -20,10 +20,9 @@ SYSTEM = "urn:oid:1.2.276.0.76.3.1.99.1"
 
 @pytest.fixture
 def web(stack, outbox):
-    stack.write_config(config_text(outbox))
+    stack.write_config(config_text(outbox) + f'\n[inbound]\nfhir_token = "{TOKEN}"\n')
     port = free_port()
-    env = {**stack.env, "CALEHR_FHIR_INBOUND_TOKEN": TOKEN}
-    stack.procs.append(Proc("web", web_cmd(port), env, stack.log_dir))
+    stack.procs.append(Proc("web", web_cmd(port), stack.env, stack.log_dir))
     base = f"http://127.0.0.1:{port}"
     wait_http(f"{base}/healthz")
     return base

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from adapters.calcom import api as calcom_api
-from core.config import ProviderSettings
+from core.config import CalcomSettings, ProviderSettings
 from tests.adapters.calcom.fake_api import API_KEY, BLOCKER_EVENT_TYPE, FakeCalcomApi
 from tests.adapters.hl7v2.helpers import event_from
 from tests.adapters.hl7v2.inbound_samples import siu
@@ -133,3 +133,24 @@ def test_is_echo_matches_the_blocker_and_nothing_else(rclient):
     moved = event_from("04_booking_rescheduled.json", rescheduleUid="BlockerUid000000000001")
     assert calcom_api.is_echo(rclient, moved)
     assert rclient.ttl("calehr:echo:uid:BlockerUid000000000001") > 0
+
+
+def test_blocker_event_type_and_attendee_come_from_the_config(rclient, calcom):
+    settings = CalcomSettings(webhook_secrets=("s",), api_url=calcom.url, api_key=API_KEY,
+                              blocker_event_type_id=BLOCKER_EVENT_TYPE["id"],
+                              blocker_event_type_slug="not-used-when-an-id-is-set",
+                              blocker_attendee_email="holds@clinic.test")
+    api = calcom_api.BlockerApi(settings)
+    uid = api.create(PROVIDER, BLOCK_START, BLOCK_START + timedelta(minutes=20), "blk-cfg@calehr")
+    body = calcom.requests[-1]["body"]
+    assert body["eventTypeId"] == 5501 and "eventTypeSlug" not in body and "username" not in body
+    assert body["attendee"]["email"] == "holds@clinic.test"
+    assert calcom.bookings[uid]["status"] != "cancelled"
+
+    # the echo check knows the configured type by id, whatever its slug
+    calcom_api.expect_create(rclient, "calehr", PROVIDER, BLOCK_START, "blk-cfg@calehr")
+    echo = event_from("02_booking_created.json", uid="ByIdBlocker00000000001", type="renamed-hold",
+                      eventTypeId=5501, startTime=BLOCK_START.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    blocker = calcom_api.BlockerType.from_settings(settings)
+    assert not calcom_api.is_echo(rclient, echo)  # the default (slug ehr-hold) does not match
+    assert calcom_api.is_echo(rclient, echo, blocker=blocker)
