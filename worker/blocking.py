@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import redis
 
-from core.blocks import BLOCK, MOVE, NONE, RELEASE, BlockChange, BusyBlockStore
+from core.blocks import BLOCK, MOVE, NONE, RELEASE, Block, BlockChange, BusyBlockStore
 from core.config import ProviderSettings, Settings
 from core.crypto import Cipher
 from deadletter.store import DeadLetterStore
@@ -60,8 +60,9 @@ class BlockingService:
             moved = moved or (changed and previous is not None)
             if changed:
                 pending.append(self.sync.mark(ehr_id, uid))
-                conflicts += len(self.conflicts.check(self.providers[ehr_id], uid, change.start,
-                                                      change.end, change.origin))
+                block = Block(ehr_id, uid, change.start, change.end, 0, change.origin, 0.0)
+                conflicts += len(self.conflicts.check_block(self.providers[ehr_id], block,
+                                                            change.origin))
         outcome = ("moved" if moved else "blocked") if changed_any else "unchanged"
         log.info("busy block %s", outcome, extra={"outcome": outcome})
         return Applied(outcome, change.providers, conflicts, any(pending))

@@ -1,27 +1,32 @@
-"""Conflicts: the EHR booked time that a booking made through Cal.com already holds.
+"""Conflicts: the EHR and Cal.com hold the same time of one provider.
 
-The Cal.com side is read from what the bridge already keeps: the appointment ledger (status,
-last event) and the normalised event (organizer, start, end; encrypted). Each overlap becomes
-one dead letter at stage `conflict` for a person to resolve; its text holds ids, codes and
-times only.
+Checked from both sides: when an EHR block arrives (`check_block`) and when a Cal.com booking
+is accepted (`track`). The Cal.com side comes from a per-provider index of open bookings that
+`track` keeps (appointment key → start, end, last event id; a zset by end time), so a check reads
+only the bookings that end after the block starts, not the whole ledger. Each overlapping pair
+becomes one dead letter at stage `conflict` for a person to resolve, whichever side came second;
+its text holds ids, codes and times only.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterator
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import redis
 
-from core.config import ProviderSettings
-from core.crypto import Cipher, DecryptError
-from core.store import EventStore
+from core.blocks import KEEP_AFTER_END_SECONDS, Block, BusyBlockStore
+from core.config import ProviderSettings, Settings
+from core.crypto import Cipher
+from core.models import AppointmentEvent, EventKind
 from deadletter.store import DeadLetterStore
 
 log = logging.getLogger(__name__)
-CLOSED_STATUSES = ("cancelled", "rejected")
+HOLDING_KINDS = (EventKind.CREATED, EventKind.REQUESTED, EventKind.RESCHEDULED)
+RELEASING_KINDS = (EventKind.CANCELLED, EventKind.REJECTED)
 SEEN_TTL = 90 * 86400
 
 
@@ -33,68 +38,97 @@ class CalcomBooking:
     end: datetime
 
 
+def provider_for(settings: Settings, event: AppointmentEvent) -> ProviderSettings | None:
+    who = {u.lower() for u in (event.organizer.username, event.organizer.email) if u}
+    return next((p for p in settings.providers if p.calcom_user.lower() in who), None)
+
+
 class ConflictChecker:
     def __init__(self, client: redis.Redis, cipher: Cipher, prefix: str = "calehr") -> None:
         self.r = client
         self.p = prefix
-        self.events = EventStore(client, cipher, prefix)
+        self.blocks = BusyBlockStore(client, prefix)
         self.deadletters = DeadLetterStore(client, cipher, prefix)
 
-    def bookings(self, provider: ProviderSettings) -> Iterator[CalcomBooking]:
-        """Open Cal.com appointments of one provider, as the ledger last saw them."""
-        batch: list[bytes] = []
-        for key in self.r.scan_iter(match=f"{self.p}:appt:*", count=1000, _type="HASH"):
-            batch.append(key)
-            if len(batch) >= 500:
-                yield from self._read(batch, provider.calcom_user.lower())
-                batch = []
-        yield from self._read(batch, provider.calcom_user.lower())
+    def _index(self, ehr_id: str) -> str:
+        return f"{self.p}:calbookings:{ehr_id}"
 
-    def _read(self, keys: list[bytes], user: str) -> Iterator[CalcomBooking]:
-        pipe = self.r.pipeline(transaction=False)
-        for key in keys:
-            pipe.hmget(key, "last_event_id", "status")
-        for key, (event_id, status) in zip(keys, pipe.execute(), strict=True):
-            if not event_id or (status or b"").decode() in CLOSED_STATUSES:
-                continue  # not an appointment hash, or no longer holds the time
-            try:
-                data = self.events.normalised(event_id.decode())
-            except DecryptError:
-                continue
-            if not data or not data.get("start") or not data.get("end"):
-                continue
-            organizer = data.get("organizer") or {}
-            if user not in (str(organizer.get("username", "")).lower(),
-                            str(organizer.get("email", "")).lower()):
-                continue
-            yield CalcomBooking(appointment_key=key.decode()[len(self.p) + len(":appt:"):],
-                                event_id=event_id.decode(),
-                                start=datetime.fromisoformat(data["start"]),
-                                end=datetime.fromisoformat(data["end"]))
+    # the Cal.com side ---------------------------------------------------------------------
+    def track(self, provider: ProviderSettings, event: AppointmentEvent) -> list[str]:
+        """Keep the index in step with an accepted Cal.com event; a booking that now holds
+        time the EHR blocked is recorded. Idempotent. Returns new dead-letter ids."""
+        key, index = event.appointment_key, self._index(provider.ehr_id)
+        if event.kind in RELEASING_KINDS:
+            pipe = self.r.pipeline(transaction=True)
+            pipe.hdel(index, key)
+            pipe.zrem(index + ":ends", key)
+            pipe.execute()
+            return []
+        if event.kind not in HOLDING_KINDS or event.start is None or event.end is None:
+            return []
+        booking = CalcomBooking(key, event.event_id, event.start, event.end)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(index, key, json.dumps({"event_id": booking.event_id,
+                                          "start": booking.start.isoformat(),
+                                          "end": booking.end.isoformat()}))
+        pipe.zadd(index + ":ends", {key: booking.end.timestamp()})
+        pipe.execute()
+        self._purge_ended(index)
+        overlapping = [b for b in self.blocks.list(provider.ehr_id, booking.start.timestamp())
+                       if b.start < booking.end and booking.start < b.end]
+        return [dl for b in overlapping if (dl := self._record(provider, b, booking, "calcom"))]
 
-    def check(self, provider: ProviderSettings, block_uid: str, start: datetime, end: datetime,
-              origin: str) -> list[str]:
-        """Record each Cal.com booking that overlaps [start, end). Returns new dead-letter ids."""
-        recorded = []
-        for booking in self.bookings(provider):
-            if not (booking.start < end and start < booking.end):
-                continue
-            seen = f"{self.p}:conflict-seen:{block_uid}|{provider.ehr_id}|{booking.appointment_key}"
-            if not self.r.set(seen, "1", nx=True, ex=SEEN_TTL):
-                continue
-            dl_id = self.deadletters.add(
-                stage="conflict", error_code="overlap", error_class="SlotConflict",
-                error_text=(f"EHR block {block_uid} ({origin}) for provider {provider.ehr_id}, "
-                            f"{_span(start, end)}, overlaps the Cal.com appointment "
-                            f"{booking.appointment_key} (event {booking.event_id}, "
-                            f"{_span(booking.start, booking.end)})"),
-                target=provider.ehr_id, appointment_key=booking.appointment_key,
-                message_event=origin.partition(":")[2])
-            log.warning("conflict recorded", extra={"dead_letter_id": dl_id,
-                                                    "appointment_key": booking.appointment_key,
-                                                    "outcome": "conflict"})
-            recorded.append(dl_id)
-        return recorded
+    def _purge_ended(self, index: str) -> None:
+        old = self.r.zrangebyscore(index + ":ends", "-inf", time.time() - KEEP_AFTER_END_SECONDS,
+                                   start=0, num=500)
+        if old:
+            pipe = self.r.pipeline(transaction=True)
+            pipe.hdel(index, *old)
+            pipe.zrem(index + ":ends", *old)
+            pipe.execute()
+
+    def bookings(self, provider: ProviderSettings, ending_after: float) -> list[CalcomBooking]:
+        """Open Cal.com appointments of one provider that end after `ending_after`."""
+        index = self._index(provider.ehr_id)
+        keys = self.r.zrangebyscore(index + ":ends", f"({ending_after}", "+inf")
+        if not keys:
+            return []
+        found = []
+        for key, raw in zip(keys, self.r.hmget(index, keys), strict=True):
+            if raw:
+                data = json.loads(raw)
+                found.append(CalcomBooking(key.decode(), data["event_id"],
+                                           datetime.fromisoformat(data["start"]),
+                                           datetime.fromisoformat(data["end"])))
+        return found
+
+    # the EHR side -------------------------------------------------------------------------
+    def check_block(self, provider: ProviderSettings, block: Block, origin: str) -> list[str]:
+        """Record each open Cal.com booking that overlaps an EHR block. Returns new ids."""
+        return [dl for booking in self.bookings(provider, block.start.timestamp())
+                if booking.start < block.end
+                and (dl := self._record(provider, block, booking, "ehr", origin))]
+
+    def _record(self, provider: ProviderSettings, block: Block, booking: CalcomBooking,
+                second: str, origin: str = "") -> str | None:
+        seen = f"{self.p}:conflict-seen:{block.uid}|{provider.ehr_id}|{booking.appointment_key}"
+        if not self.r.set(seen, "1", nx=True, ex=SEEN_TTL):
+            return None  # this pair is already recorded, from either side
+        origin = origin or block.origin or "ehr"
+        came = ("the EHR booked over it" if second == "ehr"
+                else "the Cal.com booking came after the EHR block")
+        dl_id = self.deadletters.add(
+            stage="conflict", error_code="overlap", error_class="SlotConflict",
+            error_text=(f"EHR block {block.uid} ({origin}) for provider {provider.ehr_id}, "
+                        f"{_span(block.start, block.end)}, overlaps the Cal.com appointment "
+                        f"{booking.appointment_key} (event {booking.event_id}, "
+                        f"{_span(booking.start, booking.end)}); {came}"),
+            target=provider.ehr_id, appointment_key=booking.appointment_key,
+            message_event=origin.partition(":")[2])
+        log.warning("conflict recorded", extra={"dead_letter_id": dl_id,
+                                                "appointment_key": booking.appointment_key,
+                                                "outcome": "conflict"})
+        return dl_id
 
 
 def _span(start: datetime, end: datetime) -> str:

@@ -11,6 +11,7 @@ from core.crypto import DecryptError
 from core.errors import PayloadError
 from core.models import AppointmentEvent, EventKind
 from core.redact import error_text
+from worker.conflicts import provider_for
 from worker.ledger import Delivery, control_id_for
 from worker.routing import route
 from worker.rules import message_event_for
@@ -62,6 +63,9 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
         raise AppointmentBusy(key)
     try:
         state, targets = _accept(rt, event, stored.state, force)
+        provider = provider_for(rt.settings, event)
+        if provider is not None and state in ("accepted", "unrouted"):  # under the lock: in order
+            rt.conflicts.track(provider, event)
     finally:
         lock.release()
 

@@ -14,6 +14,7 @@ from core.metrics import Metrics
 from core.redis_client import make_redis
 from core.store import EventStore
 from deadletter.store import DeadLetterStore
+from worker.conflicts import ConflictChecker
 from worker.ledger import Ledger
 from worker.retry import CircuitBreaker
 
@@ -34,6 +35,7 @@ class Runtime:
     kick: Kick
     reprocess: Reprocess
     metrics: Metrics
+    conflicts: ConflictChecker
 
     @classmethod
     def build(cls, settings: Settings, kick: Kick, reprocess: Reprocess,
@@ -47,5 +49,5 @@ class Runtime:
             deadletters=DeadLetterStore(client, cipher, prefix),
             breaker=CircuitBreaker(client, settings.delivery, prefix),
             audit=AuditLog(client, prefix), kick=kick, reprocess=reprocess,
-            metrics=Metrics(client, prefix),
+            metrics=Metrics(client, prefix), conflicts=ConflictChecker(client, cipher, prefix),
         )

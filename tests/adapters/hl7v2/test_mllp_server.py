@@ -269,12 +269,12 @@ def test_ehr_booking_over_a_calcom_booking_is_a_conflict(stack, outbox, rclient)
     base = stack.web()
     stack.worker()
     _, port = start_listener(stack)
-    assert post_signed(base, fixture_bytes("02_booking_created.json")).status_code == 202
+    assert post_signed(base, future_fixture("02_booking_created.json")).status_code == 202
     wait_for(lambda: list(outbox.glob("*.hl7")), 30, message="the Cal.com booking delivered")
 
-    # Cal.com holds 2026-10-14 15:00-15:30Z for dr-okafor; the EHR books 14:45-15:15Z
+    # Cal.com holds 2030-10-14 15:00-15:30Z for dr-okafor; the EHR books 14:45-15:15Z
     (ack,) = exchange(port, siu("S12", "CONFLICT-1", appt_id="EHR-OVER",
-                                start="20261014144500+0000", end="20261014151500+0000"))
+                                start="20301014144500+0000", end="20301014151500+0000"))
     assert msa(ack)[1] == "AA"
     run = wait_for(lambda: (r := subprocess.run(
         [sys.executable, "-m", "core.cli", "deadletter", "list", "--stage", "conflict"],
@@ -287,9 +287,66 @@ def test_ehr_booking_over_a_calcom_booking_is_a_conflict(stack, outbox, rclient)
     assert [s for s in (*PATIENT_STRINGS, *PHI_STRINGS, "EHR-OVER") if s in texts[0]] == []
     # the same booking again (another control id) records no second conflict
     (ack,) = exchange(port, siu("S14", "CONFLICT-2", appt_id="EHR-OVER",
-                                start="20261014144500+0000", end="20261014151500+0000"))
+                                start="20301014144500+0000", end="20301014151500+0000"))
     assert msa(ack)[1] == "AA"
     assert len(rclient.keys("calehr:dl:dl_*")) == 1
+
+
+def future_fixture(name: str) -> bytes:
+    """A fixture with its appointment moved to 2030: blocks that ended long ago are purged."""
+    body = fixture_bytes(name)
+    for day in (b"2026-10-14T15", b"2026-10-16T19", b"2026-10-16T20"):
+        body = body.replace(day, b"2030" + day[4:])
+    return body
+
+
+def conflict_texts(rclient) -> list[str]:
+    return [rclient.hget(k, "error_text").decode() for k in rclient.keys("calehr:dl:dl_*")
+            if rclient.hget(k, "stage") == b"conflict"]
+
+
+def test_calcom_booking_over_an_ehr_block_is_a_conflict_and_still_delivered(stack, outbox,
+                                                                           rclient):
+    stack.write_config(config_text(outbox))
+    base = stack.web()
+    stack.worker()
+    _, port = start_listener(stack)
+    # the EHR books first: 15:15-15:45Z, then a patient books 15:00-15:30Z in Cal.com
+    (ack,) = exchange(port, siu("S12", "FIRST-1", appt_id="EHR-FIRST",
+                                start="20301014151500+0000", end="20301014154500+0000"))
+    assert msa(ack)[1] == "AA"
+    assert post_signed(base, future_fixture("02_booking_created.json")).status_code == 202
+    wait_for(lambda: list(outbox.glob("*.hl7")), 30, message="the Cal.com booking delivered")
+    (text,) = wait_for(lambda: conflict_texts(rclient), 30, message="the conflict recorded")
+    assert "Cal.com booking came after the EHR block" in text and "OKAFOR01" in text
+    assert "7xQm2kVd9RbTn4FgHs1LpA@Cal.com" in text
+    assert [s for s in (*PATIENT_STRINGS, *PHI_STRINGS, "EHR-FIRST") if s in text] == []
+    # the EHR side sees the pair as known: an update of the same block records nothing new
+    (ack,) = exchange(port, siu("S14", "FIRST-2", appt_id="EHR-FIRST",
+                                start="20301014151000+0000", end="20301014154500+0000"))
+    assert msa(ack)[1] == "AA"
+    assert len(conflict_texts(rclient)) == 1
+
+
+def test_cancelled_calcom_booking_no_longer_conflicts(stack, outbox, rclient):
+    stack.write_config(config_text(outbox))
+    base = stack.web()
+    stack.worker()
+    _, port = start_listener(stack)
+    index = "calehr:calbookings:OKAFOR01"
+    for name in ("02_booking_created.json", "04_booking_rescheduled.json"):
+        assert post_signed(base, future_fixture(name)).status_code == 202
+    wait_for(lambda: len(list(outbox.glob("*.hl7"))) == 2, 30, message="S12 and S13 delivered")
+    held = json.loads(rclient.hget(index, "7xQm2kVd9RbTn4FgHs1LpA@Cal.com"))
+    assert held["start"] == "2030-10-16T19:30:00+00:00"  # the index moved with the reschedule
+    assert post_signed(base, future_fixture("05_booking_cancelled.json")).status_code == 202
+    wait_for(lambda: len(list(outbox.glob("*.hl7"))) == 3, 30, message="S15 delivered")
+    assert rclient.hlen(index) == 0 and rclient.zcard(index + ":ends") == 0
+    (ack,) = exchange(port, siu("S12", "AFTER-CANCEL", appt_id="EHR-FREE",
+                                start="20301016193000+0000", end="20301016200000+0000"))
+    assert msa(ack)[1] == "AA"
+    assert len(BusyBlockStore(rclient).list("OKAFOR01")) == 1
+    assert conflict_texts(rclient) == []
 
 
 def test_listener_refuses_to_start_without_redis(tmp_path, outbox):
