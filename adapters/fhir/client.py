@@ -81,7 +81,9 @@ class FhirClient:
     def _resolve_patient(self, event: AppointmentEvent, profile: FhirProfile,
                          phi: list[str]) -> str:
         token = search_token(*patient_identifier(event, profile))
-        resp = self._call("GET", "Patient", "patient_search", phi, params={"identifier": token})
+        # POST _search (R4 http.html#search): the member id stays out of URLs and access logs
+        resp = self._call("POST", "Patient/_search", "patient_search", phi,
+                          data={"identifier": token})
         body = _json(resp)
         entries = [e.get("resource") for e in (body or {}).get("entry") or []
                    if isinstance(e, dict) and (e.get("search") or {}).get("mode", "match") == "match"]

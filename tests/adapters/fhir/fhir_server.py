@@ -222,6 +222,14 @@ class FhirServer:
                             "expires_in": self.token_lifetime})
 
     def _route(self, req: LoggedRequest, rtype: str, rid: str) -> Answer:
+        if rid == "_search":  # search by POST: the criteria stay out of URLs and access logs
+            if req.method != "POST":
+                return Answer(405, outcome("not-supported", "_search takes POST"))
+            if not req.headers.get("content-type", "").startswith(
+                    "application/x-www-form-urlencoded"):
+                return Answer(415, outcome("not-supported", "send the search as a form"))
+            form = parse_qs(req.body or "") if isinstance(req.body, str) else {}
+            return self._search(rtype, {**req.query, **form})
         if req.method == "GET" and rid:
             found = self.resources.get(rtype, {}).get(rid)
             return Answer(200, found) if found else Answer(404, outcome("not-found"))

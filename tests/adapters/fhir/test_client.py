@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -68,6 +69,10 @@ def test_created_rescheduled_cancelled_leave_one_cancelled_appointment(server: F
     assert [r.query["identifier"] for r in puts] == [[f"urn:calcom:appointment|{KEY}"]] * 3
 
 
+def patient_creates(server: FhirServer) -> list:
+    return [r for r in server.fhir_requests("POST") if r.path.rstrip("/").endswith("/Patient")]
+
+
 def test_the_same_event_twice_leaves_one_resource(server: FhirServer, connect: Connect,
                                                   created: AppointmentEvent):
     client, profile = connect(server.base_url)
@@ -77,7 +82,12 @@ def test_the_same_event_twice_leaves_one_resource(server: FhirServer, connect: C
     assert first.remote_id == second.remote_id
     assert len(server.all("Appointment")) == 1
     assert len(server.all("Patient")) == 1
-    assert len(server.fhir_requests("POST", "/Patient")) == 1  # the second found it by search
+    assert len(patient_creates(server)) == 1  # the second found it by search
+    searches = server.fhir_requests("POST", "/Patient/_search")
+    assert [parse_qs(r.body) for r in searches] == [
+        {"identifier": [f"{PATIENT_SYSTEM}|XQJ-448-21907"]}] * 2
+    # the member id never appears in a URL (EHR and proxy access logs keep URLs)
+    assert [r.path for r in server.requests if "XQJ" in r.path or "XQJ" in str(r.query)] == []
 
 
 def test_patient_is_created_once_with_if_none_exist(server: FhirServer, connect: Connect,
@@ -88,7 +98,7 @@ def test_patient_is_created_once_with_if_none_exist(server: FhirServer, connect:
     server.fail_next(1, 200, {"resourceType": "Bundle", "type": "searchset", "total": 0},
                      path_contains="/Patient")
     assert client.send_appointment(created, profile).ok
-    posts = server.fhir_requests("POST", "/Patient")
+    posts = patient_creates(server)
     assert len(posts) == 2
     assert {r.headers["if-none-exist"] for r in posts} == {f"identifier={PATIENT_SYSTEM}|XQJ-448-21907"}
     assert [r.status for r in posts] == [201, 200]
