@@ -98,7 +98,8 @@ class BusyBlockStore:
     def _hash(self, provider: str) -> str:
         return f"{self.p}:blocks:{provider}"
 
-    def _ends(self, provider: str) -> str:
+    def ends_key(self, provider: str) -> str:
+        """The zset of a provider's block uids scored by end time."""
         return f"{self.p}:blocks:{provider}:ends"
 
     def _version(self, provider: str) -> str:
@@ -112,7 +113,7 @@ class BusyBlockStore:
                origin: str) -> tuple[bool, Block | None]:
         """Add or move a block. Returns (changed, the block as it was before)."""
         changed, prev = self._upsert(
-            keys=[self._hash(provider), self._ends(provider), self._version(provider),
+            keys=[self._hash(provider), self.ends_key(provider), self._version(provider),
                   self._owners(uid)],
             args=[uid, _iso(start), _iso(end), end.timestamp(), origin, time.time(), provider])
         self._purge_ended(provider)
@@ -126,7 +127,7 @@ class BusyBlockStore:
             raw = self.r.hget(self._hash(provider), uid)
             pipe = self.r.pipeline(transaction=True)
             pipe.hdel(self._hash(provider), uid)
-            pipe.zrem(self._ends(provider), uid)
+            pipe.zrem(self.ends_key(provider), uid)
             pipe.srem(self._owners(uid), provider)
             pipe.incr(self._version(provider))
             pipe.execute()
@@ -136,7 +137,7 @@ class BusyBlockStore:
 
     def _purge_ended(self, provider: str) -> None:
         cutoff = time.time() - KEEP_AFTER_END_SECONDS
-        old = self.r.zrangebyscore(self._ends(provider), "-inf", cutoff, start=0, num=500)
+        old = self.r.zrangebyscore(self.ends_key(provider), "-inf", cutoff, start=0, num=500)
         for uid in old:
             self.release(uid.decode(), {provider})
 
@@ -148,9 +149,12 @@ class BusyBlockStore:
         raw = self.r.hget(self._hash(provider), uid)
         return _decode(provider, raw) if raw else None
 
+    def get_many(self, provider: str, uids: list[bytes]) -> list[Block]:
+        return [_decode(provider, raw) for raw in self.r.hmget(self._hash(provider), uids) if raw]
+
     def list(self, provider: str, ending_after: float | None = None) -> list[Block]:
         """Blocks of one provider, by start time; only those ending after `ending_after`."""
-        uids = self.r.zrangebyscore(self._ends(provider),
+        uids = self.r.zrangebyscore(self.ends_key(provider),
                                     "-inf" if ending_after is None else ending_after, "+inf")
         if not uids:
             return []

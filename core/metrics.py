@@ -37,6 +37,15 @@ class Metrics:
         with contextlib.suppress(redis.RedisError):
             self.r.hincrby(f"{self.p}:{name}", json.dumps(labels), amount)
 
+    def queue_delivered(self, pipe: redis.client.Pipeline, target: str,
+                        latency: float | None) -> None:
+        """Add a delivered message's counters to a pipeline the caller executes."""
+        pipe.hincrby(f"{self.p}:deliveries", json.dumps((target, "ok")), 1)
+        if latency is not None:
+            bucket = next((str(b) for b in LATENCY_BUCKETS if latency <= b), "+Inf")
+            pipe.hincrby(f"{self.p}:latency", bucket, 1)
+            pipe.hincrbyfloat(f"{self.p}:latency", "sum", latency)
+
     def observe_latency(self, seconds: float) -> None:
         bucket = next((str(b) for b in LATENCY_BUCKETS if seconds <= b), "+Inf")
         with contextlib.suppress(redis.RedisError):

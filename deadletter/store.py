@@ -109,8 +109,12 @@ class DeadLetterStore:
         data = self.r.hgetall(self._key(dl_id))
         return self._decode(data) if data else None
 
+    def delivery_index(self, delivery_id: str) -> str:
+        """The key that holds the dead-letter id of a delivery, if it has one."""
+        return f"{self.p}:by-delivery:{delivery_id}"
+
     def for_delivery(self, delivery_id: str) -> DeadLetter | None:
-        dl_id = self.r.get(f"{self.p}:by-delivery:{delivery_id}")
+        dl_id = self.r.get(self.delivery_index(delivery_id))
         return self.get(dl_id.decode()) if dl_id else None
 
     def for_event(self, event_id: str) -> DeadLetter | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -72,20 +71,26 @@ class ConflictChecker:
                                           "start": booking.start.isoformat(),
                                           "end": booking.end.isoformat()}))
         pipe.zadd(index + ":ends", {key: booking.end.timestamp()})
-        pipe.execute()
-        self._purge_ended(index)
-        overlapping = [b for b in self.blocks.list(provider.ehr_id, booking.start.timestamp())
-                       if b.start < booking.end and booking.start < b.end]
+        pipe.zrangebyscore(self.blocks.ends_key(provider.ehr_id), booking.start.timestamp(), "+inf")
+        uids = pipe.execute()[2]
+        blocks = self.blocks.get_many(provider.ehr_id, uids) if uids else []
+        overlapping = [b for b in blocks if b.start < booking.end and booking.start < b.end]
         return [dl for b in overlapping if (dl := self._record(provider, b, booking, "calcom"))]
 
-    def _purge_ended(self, index: str) -> None:
-        old = self.r.zrangebyscore(index + ":ends", "-inf", time.time() - KEEP_AFTER_END_SECONDS,
-                                   start=0, num=500)
-        if old:
-            pipe = self.r.pipeline(transaction=True)
-            pipe.hdel(index, *old)
-            pipe.zrem(index + ":ends", *old)
-            pipe.execute()
+    def purge_ended(self, providers: tuple[ProviderSettings, ...], now: float) -> int:
+        """Drop bookings that ended long ago from the index (retention calls this)."""
+        removed = 0
+        for provider in providers:
+            index = self._index(provider.ehr_id)
+            old = self.r.zrangebyscore(index + ":ends", "-inf", now - KEEP_AFTER_END_SECONDS)
+            for start in range(0, len(old), 500):
+                chunk = old[start:start + 500]
+                pipe = self.r.pipeline(transaction=True)
+                pipe.hdel(index, *chunk)
+                pipe.zrem(index + ":ends", *chunk)
+                pipe.execute()
+            removed += len(old)
+        return removed
 
     def bookings(self, provider: ProviderSettings, ending_after: float) -> list[CalcomBooking]:
         """Open Cal.com appointments of one provider that end after `ending_after`."""

@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 
+from adapters.calcom.payload import normalise, parse_body
 from core.errors import MappingError
 from core.models import AppointmentEvent, DeliveryResult, EventKind
 from core.redact import error_text
@@ -84,12 +85,12 @@ def deliver_one(rt: Runtime, d: Delivery) -> str:
         return _finish(rt, d, "skipped", "stale:a later change was already applied", ctx)
 
     try:
-        event = _event_for(rt, d)
+        event, received_at = _event_for(rt, d)
     except (MappingError, KeyError, ValueError) as exc:
         return _dead(rt, d, "mapping", "event_unavailable", exc.__class__.__name__,
                      error_text(exc), None, ctx)
 
-    override = rt.ledger.override(d.id)
+    override = rt.ledger.override(d.id) if d.has_override else None
     attempt = rt.ledger.start_attempt(d.id)
     started = time.time()
     try:
@@ -101,31 +102,20 @@ def deliver_one(rt: Runtime, d: Delivery) -> str:
         result, wire = DeliveryResult(ok=False, transient=True,
                                       detail=f"internal error: {exc.__class__.__name__}"), None
     duration_ms = round((time.time() - started) * 1000, 1)
+    outcome = "ok" if result.ok else ("transient" if result.transient else "permanent")
+    entry = {"n": attempt, "at": started, "duration_ms": duration_ms, "outcome": outcome,
+             "ack_code": result.ack_code, "status_code": result.status_code,
+             "detail": result.detail, "control_id": d.control_id}
+    log.info("delivery attempt %s", outcome, extra={**ctx, "attempt": attempt,
+                                                  "outcome": outcome, "ack_code": result.ack_code})
+    if result.ok:
+        return _delivered(rt, d, entry, wire, result, received_at, ctx)
     if wire is not None:
         rt.ledger.store_wire(d.id, wire)
     if result.response_excerpt:
         rt.ledger.store_response(d.id, result.response_excerpt)
-    outcome = "ok" if result.ok else ("transient" if result.transient else "permanent")
     rt.metrics.inc("deliveries", d.target, outcome)
-    rt.ledger.record_attempt(d.id, {
-        "n": attempt, "at": started, "duration_ms": duration_ms, "outcome": outcome,
-        "ack_code": result.ack_code, "status_code": result.status_code,
-        "detail": result.detail, "control_id": d.control_id,
-    })
-    log.info("delivery attempt %s", outcome, extra={**ctx, "attempt": attempt,
-                                                  "outcome": outcome, "ack_code": result.ack_code})
-    if result.ok:
-        received = rt.redis.hget(rt.store.keys.event(d.event_id), "received_at")
-        if received and not d.force:
-            rt.metrics.observe_latency(time.time() - float(received))
-        rt.ledger.applied(d.appointment_key, d.target, order=d.order,
-                          message_event=d.message_event, control_id=d.control_id,
-                          remote_id=result.remote_id)
-        closed_circuit = rt.breaker.success(d.target)
-        done = _finish(rt, d, "delivered", "", ctx)
-        if closed_circuit:  # only now: waking every queue of the target can take a while
-            _kick_target(rt, d.target)
-        return done
+    rt.ledger.record_attempt(d.id, entry)
     if result.transient:
         rt.breaker.failure(d.target)
         age = time.time() - (d.first_attempt_at or started)
@@ -147,8 +137,32 @@ def deliver_one(rt: Runtime, d: Delivery) -> str:
     return _dead(rt, d, "delivery", code, "PermanentDeliveryError", result.detail, wire, ctx)
 
 
-def _event_for(rt: Runtime, d: Delivery) -> AppointmentEvent:
-    event = load_event(rt, d.event_id)
+def _delivered(rt: Runtime, d: Delivery, entry: dict, wire: bytes | None,
+               result: DeliveryResult, received_at: float, ctx: dict) -> str:
+    latency = None if d.force or not received_at else time.time() - received_at
+    committed = rt.ledger.commit_delivered(
+        d, entry, wire=wire, response=result.response_excerpt, remote_id=result.remote_id,
+        event_hash=rt.store.keys.event(d.event_id),
+        dead_letter_index=rt.deadletters.delivery_index(d.id),
+        extra=lambda pipe: rt.metrics.queue_delivered(pipe, d.target, latency))
+    closed_circuit = rt.breaker.success(d.target)
+    if committed.dead_letter_id:  # a replayed dead letter went through
+        dl = rt.deadletters.get(committed.dead_letter_id)
+        if dl and dl.state in ("open", "replayed"):
+            rt.deadletters.set_state(dl.id, "resolved", "system", "delivered")
+    if committed.event_open_deliveries <= 0:
+        rt.store.set_state(d.event_id, "done")
+    if closed_circuit:  # only now: waking every queue of the target can take a while
+        _kick_target(rt, d.target)
+    return "done"
+
+
+def _event_for(rt: Runtime, d: Delivery) -> tuple[AppointmentEvent, float]:
+    """The event to send, and when the bridge received it (0 when unknown)."""
+    stored = rt.store.get(d.event_id)
+    if stored is None:
+        raise KeyError(d.event_id)
+    event = normalise(d.event_id, parse_body(stored.body), rt.ledger.resolve)
     if event.kind is EventKind.NO_SHOW:
         if not d.base_event_id:
             raise MappingError("no earlier booking event to take the no-show's times from")
@@ -156,7 +170,7 @@ def _event_for(rt: Runtime, d: Delivery) -> AppointmentEvent:
         event = dataclasses.replace(
             base, event_id=event.event_id, trigger=event.trigger, kind=event.kind,
             created_at=event.created_at, no_show=event.no_show)
-    return event
+    return event, stored.received_at
 
 
 def _code(text: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,35 @@ class Delivery:
     force: bool = False
     reason: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
+    has_override: bool = False  # an operator's edited message waits to be sent
+
+
+# KEYS: delivery hash. ARGV: now. Returns the attempt number.
+_START_ATTEMPT = """
+local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if n == 1 or tonumber(redis.call('HGET', KEYS[1], 'first_attempt_at') or '0') == 0 then
+  redis.call('HSET', KEYS[1], 'first_attempt_at', ARGV[1])
+end
+redis.call('HSET', KEYS[1], 'state', 'sending', 'updated_at', ARGV[1])
+return n
+"""
+
+
+@dataclass(frozen=True)
+class AppointmentSnapshot:
+    accepted_order: int | None  # set when this event was accepted before (a retry)
+    appointment: dict[str, str]
+    uids: set[str]
+    uid_statuses: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What `commit_delivered` left behind, for the follow-up steps."""
+
+    queue_left: int
+    event_open_deliveries: int
+    dead_letter_id: str | None
 
 
 class Ledger:
@@ -50,6 +80,7 @@ class Ledger:
         self.r = client
         self.cipher = cipher
         self.p = prefix
+        self._start_attempt = client.register_script(_START_ATTEMPT)
 
     # keys ---------------------------------------------------------------------------------
     def appt(self, key: str) -> str:
@@ -79,6 +110,20 @@ class Ledger:
     def resolve(self, uid: str) -> str | None:
         value = self.r.get(self.uid_key(uid))
         return value.decode() if value else None
+
+    def snapshot(self, key: str, event_id: str) -> AppointmentSnapshot:
+        """What `_accept` needs to decide, in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hget(self.appt(key) + ":accepted", event_id)
+        pipe.hgetall(self.appt(key))
+        pipe.smembers(self.appt(key) + ":uids")
+        pipe.hgetall(self.appt(key) + ":uid-status")
+        order, appt, uids, statuses = pipe.execute()
+        return AppointmentSnapshot(
+            accepted_order=int(order) if order else None,
+            appointment={k.decode(): v.decode() for k, v in appt.items()},
+            uids={u.decode() for u in uids},
+            uid_statuses={k.decode(): v.decode() for k, v in statuses.items()})
 
     def known_uids(self, key: str) -> set[str]:
         return {u.decode() for u in self.r.smembers(self.appt(key) + ":uids")}
@@ -212,7 +257,7 @@ class Ledger:
             created_at=float(s["created_at"]), first_attempt_at=float(s["first_attempt_at"]),
             next_attempt_at=float(s["next_attempt_at"]), updated_at=float(s["updated_at"]),
             base_event_id=s.get("base_event_id", ""), force=s.get("force") == "1",
-            reason=s.get("reason", ""), history=history,
+            reason=s.get("reason", ""), history=history, has_override=b"override" in data,
         )
 
     def update_delivery(self, delivery_id: str, **fields: Any) -> None:
@@ -221,12 +266,8 @@ class Ledger:
         self.r.hset(self.delivery_key(delivery_id), mapping=clean)
 
     def start_attempt(self, delivery_id: str) -> int:
-        key = self.delivery_key(delivery_id)
-        attempts = int(self.r.hincrby(key, "attempts", 1))
-        if attempts == 1 or float(self.r.hget(key, "first_attempt_at") or 0) == 0:
-            self.r.hset(key, "first_attempt_at", repr(time.time()))
-        self.r.hset(key, mapping={"state": "sending", "updated_at": repr(time.time())})
-        return attempts
+        return int(self._start_attempt(keys=[self.delivery_key(delivery_id)],
+                                       args=[repr(time.time())]))
 
     def record_attempt(self, delivery_id: str, entry: dict[str, Any]) -> None:
         self.r.rpush(self.delivery_key(delivery_id) + ":attempts", json.dumps(entry))
@@ -261,6 +302,42 @@ class Ledger:
 
     def link_event_delivery(self, event_id: str, delivery_id: str) -> None:
         self.r.sadd(f"{self.p}:event-deliveries:{event_id}", delivery_id)
+
+    def commit_delivered(self, d: Delivery, attempt: dict[str, Any], *, wire: bytes | None,
+                         response: str, remote_id: str | None, event_hash: str,
+                         dead_letter_index: str,
+                         extra: Callable[[Any], None] | None = None) -> Committed:
+        """Everything a delivered message changes, in one MULTI/EXEC: the wire and answer, the
+        attempt, the target's applied state, the queue and the event's open count. A crash
+        leaves either all of it or none (then the retry sends again under the same MSH-10)."""
+        key, pending = self.delivery_key(d.id), self.pending(d.appointment_key, d.target)
+        tkey = f"{self.appt(d.appointment_key)}:target:{d.target}"
+        now = repr(time.time())
+        fields: dict[str, Any] = {"state": "delivered", "reason": "", "updated_at": now}
+        if wire is not None:
+            fields["wire"] = self.cipher.encrypt(wire)
+        if response:
+            fields["response"] = self.cipher.encrypt(response.encode())
+        applied: dict[str, Any] = {"applied_order": d.order, "message_event": d.message_event,
+                                   "updated_at": now}
+        if remote_id:
+            applied["ehr_id"] = remote_id
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(key, mapping=fields)
+        pipe.rpush(key + ":attempts", json.dumps(attempt))
+        pipe.hset(tkey, mapping=applied)
+        pipe.rpush(f"{tkey}:control-ids", d.control_id)
+        pipe.zrem(pending, d.id)
+        pipe.zcard(pending)
+        pipe.hincrby(event_hash, "open_deliveries", -1)
+        pipe.get(dead_letter_index)
+        if extra is not None:
+            extra(pipe)
+        results = pipe.execute()
+        left, open_left, dl_id = results[5], results[6], results[7]
+        if left == 0:
+            self.r.srem(self.pending_index, f"{d.appointment_key}|{d.target}")
+        return Committed(int(left), int(open_left), dl_id.decode() if dl_id else None)
 
     # per-target applied state --------------------------------------------------------------
     def target_state(self, key: str, target: str) -> dict[str, str]:

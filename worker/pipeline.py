@@ -96,7 +96,8 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
     ledger, key, eid = rt.ledger, event.appointment_key, event.event_id
     ctx = {"event_id": eid, "appointment_key": key, "trigger": event.trigger}
 
-    order = ledger.accepted_order(key, eid)
+    snap = ledger.snapshot(key, eid)
+    order = snap.accepted_order
     if order is not None:  # a retry after a crash: make sure every delivery is queued
         targets = []
         for delivery_id in ledger.deliveries_for_event(eid):
@@ -106,8 +107,7 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
                 targets.append(d.target)
         return "accepted", targets
 
-    appt = ledger.appointment(key)
-    uids = ledger.known_uids(key)
+    appt, uids = snap.appointment, snap.uids
     needed = _needed_uid(event, uids)
     if event.kind is EventKind.NO_SHOW and not appt:
         needed = event.uid
@@ -134,7 +134,7 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
             log.info("stale event skipped: %s", stale, extra=ctx)
             return "skipped", []
 
-    uid_status = ledger.uid_statuses(key).get(event.uid)
+    uid_status = snap.uid_statuses.get(event.uid)
     message_event = message_event_for(event, uid_status)
     targets = route(event, rt.settings) if message_event else []
     order = ledger.next_order(key)

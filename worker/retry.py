@@ -30,6 +30,20 @@ class CircuitState:
     open_until: float
 
 
+# KEYS: circuit hash, probe key. Returns 1 when this closed an open circuit.
+_SUCCESS = """
+local open_until = redis.call('HGET', KEYS[1], 'open_until')
+local failures = redis.call('HGET', KEYS[1], 'failures')
+if (failures == false or failures == '0') and (open_until == false or open_until == '0') then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'failures', 0, 'open_until', 0, 'open_seconds', 0)
+redis.call('DEL', KEYS[2])
+if open_until == false or open_until == '0' then return 0 end
+return 1
+"""
+
+
 class CircuitBreaker:
     """Opens after N transient failures in a row; one probe at a time once the wait is over."""
 
@@ -37,6 +51,7 @@ class CircuitBreaker:
         self.r = client
         self.policy = policy
         self.p = f"{prefix}:circuit"
+        self._success = client.register_script(_SUCCESS)
 
     def _key(self, target: str) -> str:
         return f"{self.p}:{target}"
@@ -66,12 +81,8 @@ class CircuitBreaker:
 
     def success(self, target: str) -> bool:
         """Returns True when this closed an open circuit."""
-        was_open = self.r.hget(self._key(target), "open_until") not in (None, b"0")
-        pipe = self.r.pipeline()
-        pipe.hset(self._key(target), mapping={"failures": 0, "open_until": 0, "open_seconds": 0})
-        pipe.delete(f"{self._key(target)}:probe")
-        pipe.execute()
-        return was_open
+        key = self._key(target)
+        return bool(self._success(keys=[key, f"{key}:probe"]))
 
     def failure(self, target: str) -> CircuitState:
         key = self._key(target)

@@ -47,3 +47,19 @@ def test_purge_removes_only_what_nobody_needs(outbox, redis_url, rclient):
     # a late exact duplicate of the purged body is still recognised
     assert rt.store.put(fixture_bytes("02_booking_created.json"), "BOOKING_CREATED")[1] is True
     assert purge(rt) == {"event_bodies": 0, "dead_letters": 0}
+
+
+def test_purge_drops_long_ended_bookings_from_the_conflict_index(outbox, redis_url, rclient):
+    from tests.adapters.hl7v2.helpers import event_from
+
+    rt = runtime(outbox, redis_url)
+    provider = rt.settings.providers[0]
+    ended = event_from("02_booking_created.json")  # 2026-10-14
+    rt.conflicts.track(provider, ended)
+    soon = event_from("04_booking_rescheduled.json", iCalUID="Later@Cal.com")
+    rt.conflicts.track(provider, soon)
+    index = f"calehr:calbookings:{provider.ehr_id}"
+    assert rclient.hlen(index) == 2
+    purge(rt, now=ended.end.timestamp() + 31 * 86400)  # 31 days after the first one ended
+    assert sorted(rclient.hkeys(index)) == [b"Later@Cal.com"]
+    assert rclient.zcard(index + ":ends") == 1
