@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("test-artifacts/profile"))
     p.add_argument("--top", type=int, default=25)
     args = p.parse_args(argv)
-    spy = shutil.which("py-spy")
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if spy is None:
         print("py-spy is not installed: pip install -e '.[bench]'", file=sys.stderr)
         return 2

@@ -97,16 +97,23 @@ def _closed(base: str, bodies: list[bytes], threads: int, path: str = "/webhooks
             "wrapped": 0}
 
 
+def redis_calls(st: BenchStack) -> int:
+    """Commands Redis has run since it started (INFO commandstats), less our own INFO calls."""
+    stats = st.redis.info("commandstats")
+    return sum(v["calls"] for k, v in stats.items() if k != "cmdstat_info")
+
+
 # -- 2. end to end -----------------------------------------------------------------------------
 def run_phase(st: BenchStack, base: str, bodies: list[bytes], rate: float | None,
            timeout: float) -> dict:
     """POST the bodies (at `rate`/s, or closed loop with 8 threads) and wait for the EHR."""
-    cpu_before = st.cpu()
+    cpu_before, calls_before = st.cpu(), redis_calls(st)
     sent = post_all(base, bodies, rate=rate, threads=8 if rate is None else 32)
     want = {control_id_for(f"{s.event_id}.{TARGET}"): s for s in sent if s.event_id}
     wait_until(lambda: len(want.keys() & arrivals(st.inbox).keys()) >= len(want), timeout)
     got = arrivals(st.inbox)
     cpu = {k: v - cpu_before.get(k, 0.0) for k, v in st.cpu().items()}
+    calls = redis_calls(st) - calls_before
     first_at = {c: min(got[c]) for c in want if c in got}
     latencies = [first_at[c] - want[c].at for c in first_at]
     start = min(s.at for s in sent)
@@ -119,6 +126,8 @@ def run_phase(st: BenchStack, base: str, bodies: list[bytes], rate: float | None
             "bookings_per_s": round(len(first_at) / span, 1),
             "p50_ms": ms(percentile(latencies, 50)), "p99_ms": ms(percentile(latencies, 99)),
             "max_ms": ms(max(latencies, default=float("nan"))),
+            # everything sent to Redis (web, Celery, worker, beat) over the phase, per booking
+            "redis_commands_per_booking": round(calls / max(1, len(first_at)), 1),
             "cpu_ms_per_booking": {k: round(1000 * v / max(1, len(first_at)), 2)
                                    for k, v in cpu.items() if k != "machine"},
             # CPU that processes outside this stack took meanwhile (other jobs on the box)
