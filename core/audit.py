@@ -28,12 +28,16 @@ class AuditLog:
         self.max_entries = max_entries
 
     def record(self, actor: str, action: str, record: str, **details: Any) -> None:
+        pipe = self.r.pipeline()
+        self.queue(pipe, actor, action, record, **details)
+        pipe.execute()
+
+    def queue(self, pipe: Any, actor: str, action: str, record: str, **details: Any) -> None:
+        """Add an entry to a pipeline the caller executes (with the change it records)."""
         entry = {"ts": time.time(), "actor": actor, "action": action, "record": record,
                  "details": details}
-        pipe = self.r.pipeline()
         pipe.lpush(self.key, json.dumps(entry, default=str))
         pipe.ltrim(self.key, 0, self.max_entries - 1)
-        pipe.execute()
 
     def entries(self, limit: int = 100, offset: int = 0, record: str | None = None,
                 actor: str | None = None) -> list[AuditEntry]:

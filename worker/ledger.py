@@ -61,6 +61,7 @@ return n
 @dataclass(frozen=True)
 class AppointmentSnapshot:
     accepted_order: int | None  # set when this event was accepted before (a retry)
+    next_order: int  # reserved for this event if it is accepted now
     appointment: dict[str, str]
     uids: set[str]
     uid_statuses: dict[str, str]
@@ -112,15 +113,17 @@ class Ledger:
         return value.decode() if value else None
 
     def snapshot(self, key: str, event_id: str) -> AppointmentSnapshot:
-        """What `_accept` needs to decide, in one round trip."""
+        """What `_accept` needs to decide, and an order number reserved, in one round trip
+        (an order number that goes unused only leaves a gap)."""
         pipe = self.r.pipeline(transaction=False)
         pipe.hget(self.appt(key) + ":accepted", event_id)
+        pipe.hincrby(self.appt(key), "accepted_counter", 1)
         pipe.hgetall(self.appt(key))
         pipe.smembers(self.appt(key) + ":uids")
         pipe.hgetall(self.appt(key) + ":uid-status")
-        order, appt, uids, statuses = pipe.execute()
+        order, reserved, appt, uids, statuses = pipe.execute()
         return AppointmentSnapshot(
-            accepted_order=int(order) if order else None,
+            accepted_order=int(order) if order else None, next_order=int(reserved),
             appointment={k.decode(): v.decode() for k, v in appt.items()},
             uids={u.decode() for u in uids},
             uid_statuses={k.decode(): v.decode() for k, v in statuses.items()})
@@ -139,14 +142,11 @@ class Ledger:
         raw = self.r.hgetall(self.appt(key) + ":uid-status")
         return {k.decode(): v.decode() for k, v in raw.items()}
 
-    def next_order(self, key: str) -> int:
-        """Reserve an order number (a crash after this only leaves a gap)."""
-        return int(self.r.hincrby(self.appt(key), "accepted_counter", 1))
-
     def accept(self, key: str, *, event_id: str, uid: str, previous_uid: str | None,
                mark: str, sequence: int, created_at: float, status: str, order: int,
                deliveries: list[Delivery], event_hash: str, unprocessed: str,
-               event_state: str, event_reason: str = "") -> None:
+               event_state: str, event_reason: str = "",
+               extra: Callable[[Any], None] | None = None) -> None:
         """Record an accepted event and queue its deliveries in one MULTI/EXEC.
 
         All or nothing: a Redis restart or a killed worker cannot leave an event accepted
@@ -177,6 +177,8 @@ class Ledger:
                                        "appointment_key": key, "updated_at": now,
                                        "open_deliveries": len(deliveries)})
         pipe.zrem(unprocessed, event_id)
+        if extra is not None:
+            extra(pipe)
         pipe.execute()
 
     @staticmethod
@@ -191,11 +193,6 @@ class Ledger:
             "reason": "",
         }
 
-    def accepted_order(self, key: str, event_id: str) -> int | None:
-        value = self.r.hget(self.appt(key) + ":accepted", event_id)
-        return int(value) if value else None
-
-    # waiting for a predecessor ------------------------------------------------------------
     def park(self, needed_uid: str, event_id: str, deadline: float) -> None:
         pipe = self.r.pipeline()
         pipe.sadd(f"{self.p}:waiting-uid:{needed_uid}", event_id)

@@ -52,7 +52,9 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
 
     rt.store.save_normalised(event_id, event.to_dict())
     blocker = calcom_api.BlockerType.from_settings(rt.settings.calcom)
-    if calcom_api.is_echo(rt.redis, event, rt.settings.key_prefix, blocker):  # our own booking
+    # echoes are bookings on the blocker type; other events only while a provider uses `api`
+    maybe_echo = blocker.matches(event) or any(p.strategy == "api" for p in rt.settings.providers)
+    if maybe_echo and calcom_api.is_echo(rt.redis, event, rt.settings.key_prefix, blocker):
         rt.store.set_state(event_id, "skipped", "echo_of_ehr_block", event.appointment_key)
         rt.audit.record("system", "event.skipped", event_id, reason="echo_of_ehr_block")
         log.info("echo of an EHR block skipped", extra={"event_id": event_id, "outcome": "skipped"})
@@ -137,7 +139,7 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
     uid_status = snap.uid_statuses.get(event.uid)
     message_event = message_event_for(event, uid_status)
     targets = route(event, rt.settings) if message_event else []
-    order = ledger.next_order(key)
+    order = snap.next_order
     base = appt.get("last_event_id", "") if event.kind is EventKind.NO_SHOW else ""
     deliveries = [
         Delivery(id=f"{eid}.{t}", event_id=eid, appointment_key=key, target=t,
@@ -152,21 +154,25 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
         state, reason = "unrouted", "no_route_matched"
     else:
         state, reason = "accepted", ""
+    def audit(pipe: object) -> None:  # recorded in the same MULTI/EXEC as the change
+        if force:
+            rt.audit.queue(pipe, "system", "event.forced", eid, appointment_key=key)
+        if state == "unrouted":
+            rt.audit.queue(pipe, "system", "event.unrouted", eid, appointment_key=key)
+        elif state == "accepted":
+            rt.audit.queue(pipe, "system", "event.accepted", eid, appointment_key=key,
+                           message_event=message_event, targets=targets)
+
     ledger.accept(key, event_id=eid, uid=event.uid, previous_uid=event.previous_uid,
                   mark=mark, sequence=sequence, created_at=event.created_at.timestamp(),
                   status=event.kind.value, order=order, deliveries=deliveries,
                   event_hash=rt.store.keys.event(eid), unprocessed=rt.store.keys.unprocessed,
-                  event_state=state, event_reason=reason)
-    if force:
-        rt.audit.record("system", "event.forced", eid, appointment_key=key)
+                  event_state=state, event_reason=reason, extra=audit)
     if state == "unrouted":
-        rt.audit.record("system", "event.unrouted", eid, appointment_key=key)
         log.warning("event matched no route", extra=ctx)
         return "unrouted", []
     if state == "skipped":
         return "skipped", []
-    rt.audit.record("system", "event.accepted", eid, appointment_key=key,
-                    message_event=message_event, targets=targets)
     log.info("event accepted", extra={**ctx, "outcome": message_event})
     return "accepted", targets
 
