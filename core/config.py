@@ -92,6 +92,7 @@ class TargetSettings:
     processing_id: str = "P"
     charset: str = "UNICODE UTF-8"  # MSH-18; "8859/1" for Latin-1 sites
     allow_notes: bool = False
+    send_meeting_ended: bool = False  # MEETING_ENDED → S14 Complete / FHIR fulfilled (opt-in)
     status_case: str = "title"  # title (Booked) | upper (BOOKED)
     transient_ack_codes: tuple[str, ...] = ("AR", "CR")
     permanent_ack_codes: tuple[str, ...] = ("AE", "CE")
@@ -503,6 +504,7 @@ def _parse_target(s: _Section) -> TargetSettings:
         processing_id=s.get("processing_id", str, d.processing_id),
         charset=charset,
         allow_notes=s.get("allow_notes", bool, False),
+        send_meeting_ended=s.get("send_meeting_ended", bool, False),
         status_case=s.get("status_case", str, "title"),
         transient_ack_codes=s.strings("transient_ack_codes", d.transient_ack_codes),
         permanent_ack_codes=s.strings("permanent_ack_codes", d.permanent_ack_codes),

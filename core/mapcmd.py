@@ -14,7 +14,7 @@ def run_map(settings: Settings, path: Path, target_name: str | None) -> int:
     from adapters.calcom.payload import normalise, parse_body
     from worker.ledger import Delivery, control_id_for
     from worker.routing import route
-    from worker.rules import message_event_for
+    from worker.rules import message_event_for, opted_in
     from worker.transports import build_wire
 
     try:
@@ -33,9 +33,17 @@ def run_map(settings: Settings, path: Path, target_name: str | None) -> int:
     if message_event is None:
         print(f"{event.kind.value}: not sent by default")
         return 0
-    targets = [target_name] if target_name else route(event, settings)
-    if not targets:
+    routed = [target_name] if target_name else route(event, settings)
+    if not routed:
         print("no route matches this event (it would be recorded as unrouted)")
+        return 0
+    try:
+        targets = opted_in(event, routed, settings)
+    except KeyError as exc:
+        print(f"unknown target {exc.args[0]!r}", file=sys.stderr)
+        return 2
+    if not targets:
+        print(f"{event.kind.value}: no target takes it (set send_meeting_ended on a target)")
         return 0
     for name in targets:
         try:

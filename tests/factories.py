@@ -50,3 +50,32 @@ def sim_messages(out_dir: Path) -> list[dict]:
             "raw": raw,
         })
     return found
+
+
+def meeting_ended_body(name: str = "02_booking_created.json") -> bytes:
+    """The flat Booking row that Cal.com's scheduled-trigger cron sends for MEETING_ENDED
+    (reference/calcom.md 1.3 and 2.1): `triggerEvent` at the root, no `payload` wrapper,
+    `createdAt` is the booking's creation, `user` instead of `organizer`."""
+    p = json.loads(fixture_bytes(name))["payload"]
+    org = p["organizer"]
+    row = {
+        "triggerEvent": "MEETING_ENDED", "id": p["bookingId"], "uid": p["uid"],
+        "idempotencyKey": None, "userId": 4711, "userPrimaryEmail": org["email"],
+        "eventTypeId": p["eventTypeId"], "title": p["title"], "description": p["description"],
+        "responses": p["responses"], "startTime": p["startTime"].replace("Z", ".000Z"),
+        "endTime": p["endTime"].replace("Z", ".000Z"), "location": p["location"],
+        "createdAt": "2026-10-07T16:41:12.000Z", "updatedAt": "2026-10-07T16:41:12.000Z",
+        "status": "ACCEPTED", "paid": False, "cancellationReason": None,
+        "rejectionReason": None, "rescheduled": None, "fromReschedule": None,
+        "recurringEventId": None, "metadata": p["metadata"], "iCalUID": p["iCalUID"],
+        "iCalSequence": p["iCalSequence"], "noShowHost": False, "cancelledBy": None,
+        "rescheduledBy": None, "creationSource": "WEBAPP",
+        "user": {"email": org["email"], "name": org["name"], "timeZone": org["timeZone"],
+                 "username": org["username"]},
+        "attendees": [{"id": 1, "email": a["email"], "name": a["name"],
+                       "timeZone": a["timeZone"], "phoneNumber": a.get("phoneNumber"),
+                       "locale": "en", "bookingId": p["bookingId"], "noShow": False}
+                      for a in p["attendees"]],
+        "payment": [], "references": [], "appsStatus": None,
+    }
+    return json.dumps(row, separators=(",", ":")).encode()

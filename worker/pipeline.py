@@ -14,7 +14,7 @@ from core.redact import error_text
 from worker.conflicts import provider_for
 from worker.ledger import Delivery, control_id_for
 from worker.routing import route
-from worker.rules import message_event_for
+from worker.rules import message_event_for, opted_in
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,8 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
 
     uid_status = snap.uid_statuses.get(event.uid)
     message_event = message_event_for(event, uid_status)
-    targets = route(event, rt.settings) if message_event else []
+    routed = route(event, rt.settings) if message_event else []
+    targets = opted_in(event, routed, rt.settings)
     order = snap.next_order
     base = appt.get("last_event_id", "") if event.kind is EventKind.NO_SHOW else ""
     deliveries = [
@@ -148,7 +149,7 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
                  base_event_id=base, force=force)
         for t in targets
     ]
-    if message_event is None:
+    if message_event is None or (routed and not targets):
         state, reason = "skipped", f"not_mapped:{event.kind.value}"
     elif not targets:
         state, reason = "unrouted", "no_route_matched"

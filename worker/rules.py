@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.config import Settings
 from core.models import AppointmentEvent, EventKind
 
 
@@ -18,7 +19,16 @@ def message_event_for(event: AppointmentEvent, uid_status: str | None) -> str | 
         return "S15"
     if kind is EventKind.NO_SHOW:
         return "S26" if event.no_show else "S14"
-    return None  # MEETING_ENDED: not sent by default
+    if kind is EventKind.MEETING_ENDED:
+        return "S14"  # SCH-25 Complete; only to targets with send_meeting_ended
+    return None
+
+
+def opted_in(event: AppointmentEvent, targets: list[str], settings: Settings) -> list[str]:
+    """The routed targets that take this kind of event (MEETING_ENDED is opt-in per target)."""
+    if event.kind is not EventKind.MEETING_ENDED:
+        return targets
+    return [t for t in targets if settings.target(t).send_meeting_ended]
 
 
 def filler_status_for(event: AppointmentEvent) -> str | None:

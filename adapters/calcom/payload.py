@@ -178,7 +178,12 @@ def normalise(
     )
     team = p.get("team")
     sequence = p.get("iCalSequence")
-    created_at = body.created_at or _parse_time(p.get("updatedAt") or p["startTime"], "createdAt")
+    if body.flat:  # a flat MEETING_* row's createdAt is the booking's; the event is at the time
+        created_at = _parse_time(p["endTime" if kind is EventKind.MEETING_ENDED else "startTime"],
+                                 "createdAt")
+    else:
+        created_at = body.created_at or _parse_time(p.get("updatedAt") or p["startTime"],
+                                                    "createdAt")
     return AppointmentEvent(
         event_id=event_id,
         trigger=body.trigger,

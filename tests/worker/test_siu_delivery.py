@@ -105,3 +105,49 @@ def test_ae_keeps_the_err_segment_encrypted_for_the_dead_letter(stack, outbox, t
 
     rt = make_client_runtime(stack.settings())
     assert "ERR|||207" in rt.ledger.response(dl["delivery_id"])
+
+
+def test_meeting_ended_is_s14_complete_only_where_a_target_opts_in(stack, outbox, tmp_path,
+                                                                  rclient):
+    from tests.factories import meeting_ended_body
+
+    port = free_port()
+    stack.write_config(config_text(outbox,
+                                   extra_targets=mllp_target(port, "send_meeting_ended = true"),
+                                   routes='[[routes]]\ntargets = ["ehr", "files"]\n'))
+    sim_out = tmp_path / "sim"
+    stack.ehr_sim(port, sim_out)
+    base = stack.web()
+    stack.worker()
+    assert post_signed(base, fixture_bytes("02_booking_created.json")).status_code == 202
+    wait_for(lambda: len(sim_messages_latin1(sim_out)) == 1 and list(outbox.glob("*.hl7")), 60,
+             message="the S12 at both targets")
+    ended = post_signed(base, meeting_ended_body())
+    assert ended.status_code == 202
+    got = wait_for(lambda: len(m := sim_messages_latin1(sim_out)) >= 2 and m, 60,
+                   message="the S14 at the MLLP target")
+    last = hl7.parse(got[-1])
+    assert str(last.segment("MSH")[9]) == "SIU^S14^SIU_S12"
+    assert str(last["SCH.F25.R1.C1"]) == "Complete"
+    event_id = ended.json()["event_id"]
+    wait_for(lambda: rclient.hget(f"calehr:event:{event_id}", "state") == b"done", 30,
+             message="the meeting-ended event done")
+    assert len(list(outbox.glob("*.hl7"))) == 1  # the file target did not opt in
+    # sent again by Cal.com's cron: nothing new
+    assert post_signed(base, meeting_ended_body()).json()["duplicate"] is True
+    assert len(sim_messages_latin1(sim_out)) == 2
+
+
+def test_meeting_ended_by_default_is_recorded_and_not_sent(stack, outbox, rclient):
+    from tests.factories import meeting_ended_body
+
+    stack.write_config(config_text(outbox))
+    base = stack.web()
+    stack.worker()
+    assert post_signed(base, fixture_bytes("02_booking_created.json")).status_code == 202
+    wait_for(lambda: list(outbox.glob("*.hl7")), 60, message="the S12")
+    event_id = post_signed(base, meeting_ended_body()).json()["event_id"]
+    state = wait_for(lambda: (s := rclient.hmget(f"calehr:event:{event_id}", "state", "reason"))
+                     and s[0] == b"skipped" and s, 30, message="the event skipped")
+    assert state[1] == b"not_mapped:meeting_ended"
+    assert len(list(outbox.glob("*.hl7"))) == 1

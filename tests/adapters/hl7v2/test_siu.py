@@ -172,3 +172,16 @@ def test_message_time_is_in_target_zone():
 
     assert hl7_time(datetime(2026, 1, 5, 12, 0, tzinfo=UTC), ZoneInfo("Europe/Berlin")) == \
         "20260105130000+0100"
+
+
+def test_meeting_ended_builds_a_strictly_valid_s14_complete(tmp_path):
+    from adapters.calcom.payload import normalise, parse_body
+    from tests.factories import meeting_ended_body
+
+    event = normalise("ev-me", parse_body(meeting_ended_body()))
+    assert event.kind is EventKind.MEETING_ENDED
+    msg = strict(build(event, profile(tmp_path, timezone='"America/Chicago"'), "S14"))
+    assert msg.msh.msh_9.to_er7() == "SIU^S14^SIU_S12"
+    assert msg.sch.sch_25.to_er7().split("^")[0] == "Complete"
+    assert msg.sch.sch_1.to_er7() == "7xQm2kVd9RbTn4FgHs1LpA@Cal.com^CALCOM"
+    assert msg.tq1.tq1_7.to_er7() == "20261014100000-0500"
