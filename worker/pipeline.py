@@ -155,6 +155,7 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
         state, reason = "unrouted", "no_route_matched"
     else:
         state, reason = "accepted", ""
+
     def audit(pipe: object) -> None:  # recorded in the same MULTI/EXEC as the change
         if force:
             rt.audit.queue(pipe, "system", "event.forced", eid, appointment_key=key)
