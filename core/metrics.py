@@ -46,14 +46,6 @@ class Metrics:
             pipe.hincrby(f"{self.p}:latency", bucket, 1)
             pipe.hincrbyfloat(f"{self.p}:latency", "sum", latency)
 
-    def observe_latency(self, seconds: float) -> None:
-        bucket = next((str(b) for b in LATENCY_BUCKETS if seconds <= b), "+Inf")
-        with contextlib.suppress(redis.RedisError):
-            pipe = self.r.pipeline(transaction=False)
-            pipe.hincrby(f"{self.p}:latency", bucket, 1)
-            pipe.hincrbyfloat(f"{self.p}:latency", "sum", seconds)
-            pipe.execute()
-
     def counter(self, name: str) -> dict[tuple[str, ...], int]:
         raw = self.r.hgetall(f"{self.p}:{name}")
         return {tuple(json.loads(k)): int(v) for k, v in raw.items()}

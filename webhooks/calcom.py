@@ -64,7 +64,7 @@ def receive():
     except PayloadError as exc:
         log.warning("webhook rejected: %s", exc, extra={"outcome": str(exc.status)})
         return _error(exc.status, "invalid_payload" if exc.status == 422 else "malformed_json",
-                      str(exc), getattr(exc, "trigger", None) or "unknown")
+                      str(exc))
     if body.trigger == "PING":
         _count("PING", "ping")
         return jsonify(status="ok", trigger="PING"), 200

@@ -82,7 +82,7 @@ def deliver_one(rt: Runtime, d: Delivery) -> str:
            "control_id": d.control_id, "delivery_id": d.id}
     applied = rt.ledger.target_state(d.appointment_key, d.target)
     if not d.force and int(applied.get("applied_order", 0)) > d.order:
-        return _finish(rt, d, "skipped", "stale:a later change was already applied", ctx)
+        return _skip(rt, d, "stale:a later change was already applied", ctx)
 
     try:
         event, received_at = _event_for(rt, d)
@@ -150,8 +150,7 @@ def _delivered(rt: Runtime, d: Delivery, entry: dict, wire: bytes | None,
         dl = rt.deadletters.get(committed.dead_letter_id)
         if dl and dl.state in ("open", "replayed"):
             rt.deadletters.set_state(dl.id, "resolved", "system", "delivered")
-    if committed.event_open_deliveries <= 0:
-        rt.store.set_state(d.event_id, "done")
+    _event_progress(rt, d.event_id, committed.event_open_deliveries)
     if closed_circuit:  # only now: waking every queue of the target can take a while
         _kick_target(rt, d.target)
     return "done"
@@ -185,18 +184,14 @@ def _code(text: str) -> str:
     return "mapping_failed"
 
 
-def _finish(rt: Runtime, d: Delivery, state: str, reason: str, ctx: dict) -> str:
-    rt.ledger.update_delivery(d.id, state=state, reason=reason)
+def _skip(rt: Runtime, d: Delivery, reason: str, ctx: dict) -> str:
+    rt.ledger.update_delivery(d.id, state="skipped", reason=reason)
     rt.ledger.dequeue(d.appointment_key, d.target, d.id)
-    if state == "skipped":
-        rt.audit.record("system", "delivery.skipped", d.id, reason=reason)
-        log.info("delivery skipped: %s", reason, extra=ctx)
+    rt.audit.record("system", "delivery.skipped", d.id, reason=reason)
+    log.info("delivery skipped: %s", reason, extra=ctx)
     dl = rt.deadletters.for_delivery(d.id)
-    if dl and dl.state in ("open", "replayed"):
-        if state == "delivered":
-            rt.deadletters.set_state(dl.id, "resolved", "system", "delivered")
-        else:  # nothing was sent: back in front of a person, with the reason
-            rt.deadletters.set_state(dl.id, "open", "system", f"replay {state}", reason=reason)
+    if dl and dl.state in ("open", "replayed"):  # nothing was sent: back in front of a person
+        rt.deadletters.set_state(dl.id, "open", "system", "replay skipped", reason=reason)
     _event_progress(rt, d.event_id)
     return "done"
 
@@ -224,8 +219,10 @@ def _dead(rt: Runtime, d: Delivery, stage: str, code: str, cls: str, text: str,
     return "done"
 
 
-def _event_progress(rt: Runtime, event_id: str) -> None:
-    left = rt.redis.hincrby(rt.store.keys.event(event_id), "open_deliveries", -1)
+def _event_progress(rt: Runtime, event_id: str, left: int | None = None) -> None:
+    """One delivery of the event is final (`left`: the open count, if already decremented)."""
+    if left is None:
+        left = rt.redis.hincrby(rt.store.keys.event(event_id), "open_deliveries", -1)
     if left <= 0:
         rt.store.set_state(event_id, "done")
 

@@ -71,7 +71,6 @@ class AppointmentSnapshot:
 class Committed:
     """What `commit_delivered` left behind, for the follow-up steps."""
 
-    queue_left: int
     event_open_deliveries: int
     dead_letter_id: str | None
 
@@ -127,12 +126,6 @@ class Ledger:
             appointment={k.decode(): v.decode() for k, v in appt.items()},
             uids={u.decode() for u in uids},
             uid_statuses={k.decode(): v.decode() for k, v in statuses.items()})
-
-    def known_uids(self, key: str) -> set[str]:
-        return {u.decode() for u in self.r.smembers(self.appt(key) + ":uids")}
-
-    def appointment(self, key: str) -> dict[str, str]:
-        return {k.decode(): v.decode() for k, v in self.r.hgetall(self.appt(key)).items()}
 
     def seen(self, key: str, mark: str) -> str | None:
         value = self.r.hget(self.appt(key) + ":seen", mark)
@@ -193,6 +186,7 @@ class Ledger:
             "reason": "",
         }
 
+    # waiting for a predecessor ------------------------------------------------------------
     def park(self, needed_uid: str, event_id: str, deadline: float) -> None:
         pipe = self.r.pipeline()
         pipe.sadd(f"{self.p}:waiting-uid:{needed_uid}", event_id)
@@ -210,14 +204,6 @@ class Ledger:
         self.r.zrem(self.due, f"wait:{event_id}")
 
     # deliveries ---------------------------------------------------------------------------
-    def create_delivery(self, d: Delivery) -> bool:
-        """Create the record and queue it; idempotent on the delivery id."""
-        created = self.r.hsetnx(self.delivery_key(d.id), "id", d.id)
-        if created:
-            self.r.hset(self.delivery_key(d.id), mapping=self._new_delivery_fields(d))
-        self.enqueue(d.appointment_key, d.target, d.id, d.order)
-        return bool(created)
-
     def enqueue(self, key: str, target: str, delivery_id: str, order: int) -> None:
         pipe = self.r.pipeline()
         pipe.zadd(self.pending(key, target), {delivery_id: order}, nx=True)
@@ -234,6 +220,9 @@ class Ledger:
         pipe.zrem(pending, delivery_id)
         pipe.zcard(pending)
         _, left = pipe.execute()
+        self._unindex_if_empty(key, target, left)
+
+    def _unindex_if_empty(self, key: str, target: str, left: int) -> None:
         if left == 0:
             self.r.srem(self.pending_index, f"{key}|{target}")
 
@@ -297,9 +286,6 @@ class Ledger:
     def deliveries_for_event(self, event_id: str) -> list[str]:
         return [d.decode() for d in self.r.smembers(f"{self.p}:event-deliveries:{event_id}")]
 
-    def link_event_delivery(self, event_id: str, delivery_id: str) -> None:
-        self.r.sadd(f"{self.p}:event-deliveries:{event_id}", delivery_id)
-
     def commit_delivered(self, d: Delivery, attempt: dict[str, Any], *, wire: bytes | None,
                          response: str, remote_id: str | None, event_hash: str,
                          dead_letter_index: str,
@@ -332,26 +318,13 @@ class Ledger:
             extra(pipe)
         results = pipe.execute()
         left, open_left, dl_id = results[5], results[6], results[7]
-        if left == 0:
-            self.r.srem(self.pending_index, f"{d.appointment_key}|{d.target}")
-        return Committed(int(left), int(open_left), dl_id.decode() if dl_id else None)
+        self._unindex_if_empty(d.appointment_key, d.target, left)
+        return Committed(int(open_left), dl_id.decode() if dl_id else None)
 
     # per-target applied state --------------------------------------------------------------
     def target_state(self, key: str, target: str) -> dict[str, str]:
         raw = self.r.hgetall(f"{self.appt(key)}:target:{target}")
         return {k.decode(): v.decode() for k, v in raw.items()}
-
-    def applied(self, key: str, target: str, *, order: int, message_event: str,
-                control_id: str, remote_id: str | None) -> None:
-        tkey = f"{self.appt(key)}:target:{target}"
-        mapping: dict[str, Any] = {"applied_order": order, "message_event": message_event,
-                                   "updated_at": repr(time.time())}
-        if remote_id:
-            mapping["ehr_id"] = remote_id
-        pipe = self.r.pipeline()
-        pipe.hset(tkey, mapping=mapping)
-        pipe.rpush(f"{tkey}:control-ids", control_id)
-        pipe.execute()
 
     def control_ids(self, key: str, target: str) -> list[str]:
         return [c.decode() for c in self.r.lrange(f"{self.appt(key)}:target:{target}:control-ids", 0, -1)]
@@ -368,6 +341,3 @@ class Ledger:
         self.r.zrem(self.due, *items)
         return [i.decode() for i in items]
 
-    def due_at(self, key: str, target: str) -> float | None:
-        score = self.r.zscore(self.due, f"drain:{key}|{target}")
-        return float(score) if score is not None else None
