@@ -7,12 +7,11 @@ import logging
 import time
 import uuid
 
-from adapters.calcom.payload import normalise, parse_body
 from core.errors import MappingError
-from core.models import AppointmentEvent, DeliveryResult, EventKind
+from core.models import DeliveryResult, EventKind
 from core.redact import error_text
 from worker.ledger import Delivery
-from worker.pipeline import load_event
+from worker.pipeline import Loaded, load_event
 from worker.retry import backoff_seconds
 from worker.runtime import Runtime
 from worker.transports import send_event
@@ -30,8 +29,9 @@ return 0
 MAX_PER_RUN = 50
 
 
-def drain(rt: Runtime, key: str, target: str) -> str:
-    """Deliver what is due at the head of (key, target). Returns why it stopped."""
+def drain(rt: Runtime, key: str, target: str, known: dict[str, Loaded] | None = None) -> str:
+    """Deliver what is due at the head of (key, target). Returns why it stopped.
+    `known`: events the caller has loaded already (saves a decrypt and a parse)."""
     lock = rt.ledger.lock_name(f"drain:{key}|{target}")
     ttl_ms = int(rt.settings.delivery.lock_ttl_seconds * 1000)
     token = uuid.uuid4().hex
@@ -40,7 +40,7 @@ def drain(rt: Runtime, key: str, target: str) -> str:
         if not rt.redis.set(lock, token, nx=True, px=ttl_ms):
             return outcome
         try:
-            outcome = _drain_locked(rt, key, target, token, lock, ttl_ms)
+            outcome = _drain_locked(rt, key, target, token, lock, ttl_ms, known or {})
         finally:
             rt.redis.eval(_RELEASE, 1, lock, token)
         if outcome == "more":
@@ -51,7 +51,8 @@ def drain(rt: Runtime, key: str, target: str) -> str:
     return outcome
 
 
-def _drain_locked(rt: Runtime, key: str, target: str, token: str, lock: str, ttl_ms: int) -> str:
+def _drain_locked(rt: Runtime, key: str, target: str, token: str, lock: str, ttl_ms: int,
+                  known: dict[str, Loaded]) -> str:
     for _ in range(MAX_PER_RUN):
         delivery_id = rt.ledger.head(key, target)
         if delivery_id is None:
@@ -68,14 +69,14 @@ def _drain_locked(rt: Runtime, key: str, target: str, token: str, lock: str, ttl
         if not allowed:
             rt.ledger.schedule(key, target, retry_at)
             return "circuit-open"
-        step = deliver_one(rt, d)
+        step = deliver_one(rt, d, known)
         rt.redis.eval(_RENEW, 1, lock, token, ttl_ms)
         if step == "retry":
             return "retrying"
     return "more"
 
 
-def deliver_one(rt: Runtime, d: Delivery) -> str:
+def deliver_one(rt: Runtime, d: Delivery, known: dict[str, Loaded] | None = None) -> str:
     """One attempt for the head delivery. Returns done | retry."""
     target = rt.settings.target(d.target)
     ctx = {"event_id": d.event_id, "appointment_key": d.appointment_key, "target": d.target,
@@ -85,7 +86,7 @@ def deliver_one(rt: Runtime, d: Delivery) -> str:
         return _skip(rt, d, "stale:a later change was already applied", ctx)
 
     try:
-        event, received_at = _event_for(rt, d)
+        event, received_at = _event_for(rt, d, known or {})
     except (MappingError, KeyError, ValueError) as exc:
         return _dead(rt, d, "mapping", "event_unavailable", exc.__class__.__name__,
                      error_text(exc), None, ctx)
@@ -156,20 +157,17 @@ def _delivered(rt: Runtime, d: Delivery, entry: dict, wire: bytes | None,
     return "done"
 
 
-def _event_for(rt: Runtime, d: Delivery) -> tuple[AppointmentEvent, float]:
+def _event_for(rt: Runtime, d: Delivery, known: dict[str, Loaded]) -> Loaded:
     """The event to send, and when the bridge received it (0 when unknown)."""
-    stored = rt.store.get(d.event_id)
-    if stored is None:
-        raise KeyError(d.event_id)
-    event = normalise(d.event_id, parse_body(stored.body), rt.ledger.resolve)
+    event, received_at = known.get(d.event_id) or load_event(rt, d.event_id)
     if event.kind is EventKind.NO_SHOW:
         if not d.base_event_id:
             raise MappingError("no earlier booking event to take the no-show's times from")
-        base = load_event(rt, d.base_event_id)
+        base, _ = load_event(rt, d.base_event_id)
         event = dataclasses.replace(
             base, event_id=event.event_id, trigger=event.trigger, kind=event.kind,
             created_at=event.created_at, no_show=event.no_show)
-    return event, stored.received_at
+    return event, received_at
 
 
 def _code(text: str) -> str:

@@ -27,11 +27,15 @@ class AppointmentBusy(Exception):
     """Another worker holds this appointment's lock; retry shortly."""
 
 
-def load_event(rt: Runtime, event_id: str) -> AppointmentEvent:
+# an event as the worker uses it, and when the bridge received it
+Loaded = tuple[AppointmentEvent, float]
+
+
+def load_event(rt: Runtime, event_id: str) -> Loaded:
     stored = rt.store.get(event_id)
     if stored is None:
         raise KeyError(event_id)
-    return normalise(event_id, parse_body(stored.body), rt.ledger.resolve)
+    return normalise(event_id, parse_body(stored.body), rt.ledger.resolve), stored.received_at
 
 
 def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
@@ -75,7 +79,7 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
         from worker.delivery import drain
 
         try:
-            drain(rt, key, targets[0])
+            drain(rt, key, targets[0], known={event_id: (event, stored.received_at)})
         except Exception:  # noqa: BLE001 - the queue is in Redis; a drain task takes it up
             log.exception("inline drain failed", extra={"event_id": event_id})
             rt.kick(key, targets[0], None)
