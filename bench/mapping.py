@@ -14,6 +14,7 @@ from adapters.hl7v2.escape import components, escape
 from adapters.hl7v2.siu import EVENT_REASONS, STATUS_BY_KIND, _pid, hl7_time
 from bench.stack import TARGET, bench_config
 from core.config import Settings
+from core.lookup import find_event_type, find_location, find_provider
 from core.models import AppointmentEvent, EventKind
 from tests.support import fixture_bytes
 
@@ -30,7 +31,7 @@ def build_with_hl7apy(event: AppointmentEvent, p: SiuProfile, *, message_event: 
     assembly differs, so the ratio is the cost of the message library.
     """
     zone = p.zone
-    provider = p.provider_for(event.organizer.username, event.organizer.email)
+    provider = find_provider(p.providers, event)
     status = STATUS_BY_KIND[event.kind]
     start, end = hl7_time(event.start, zone), hl7_time(event.end, zone)
     minutes = str(event.duration_minutes or 0)
@@ -62,12 +63,12 @@ def build_with_hl7apy(event: AppointmentEvent, p: SiuProfile, *, message_event: 
     res = m.add_group("SIU_S12_RESOURCES")
     rgs = res.add_segment("RGS")
     rgs.rgs_1, rgs.rgs_2 = "1", "A"
-    etype = p.event_type_for(event.event_type_slug, event.event_type_id)
+    etype = find_event_type(p.event_types, event)
     ais = res.add_group("SIU_S12_SERVICE").add_segment("AIS")
     ais.ais_1, ais.ais_2 = "1", "A"
     ais.ais_3 = f"{components(etype.code)}^{escape(etype.name or event.event_title)}^99CALEHR"
     ais.ais_4, ais.ais_7, ais.ais_8, ais.ais_10 = start, minutes, "min", status
-    loc = p.location_for(event.location)
+    loc = find_location(p.locations, event)
     ail = res.add_group("SIU_S12_LOCATION_RESOURCE").add_segment("AIL")
     ail.ail_1, ail.ail_2, ail.ail_3 = "1", "A", components(loc.code)
     ail.ail_6, ail.ail_9, ail.ail_10, ail.ail_12 = start, minutes, "min", status

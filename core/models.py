@@ -86,6 +86,11 @@ class AppointmentEvent:
             return None
         return int((self.end - self.start).total_seconds() // 60)
 
+    def response(self, name: str) -> str:
+        """A booking-form answer as text ("" when the field is unset or not text)."""
+        value = self.responses.get(name) if name else None
+        return value.strip() if isinstance(value, str) else ""
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         for key in ("created_at", "start", "end"):

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import redis
 
 from core.blocks import KEEP_AFTER_END_SECONDS, Block, BusyBlockStore
-from core.config import ProviderSettings, Settings
+from core.config import ProviderSettings
 from core.crypto import Cipher
 from core.models import AppointmentEvent, EventKind
 from deadletter.store import DeadLetterStore
@@ -35,11 +35,6 @@ class CalcomBooking:
     event_id: str
     start: datetime
     end: datetime
-
-
-def provider_for(settings: Settings, event: AppointmentEvent) -> ProviderSettings | None:
-    who = {u.lower() for u in (event.organizer.username, event.organizer.email) if u}
-    return next((p for p in settings.providers if p.calcom_user.lower() in who), None)
 
 
 class ConflictChecker:

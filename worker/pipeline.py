@@ -9,9 +9,9 @@ from adapters.calcom import api as calcom_api
 from adapters.calcom.payload import normalise, parse_body
 from core.crypto import DecryptError
 from core.errors import PayloadError
+from core.lookup import find_provider
 from core.models import AppointmentEvent, EventKind
 from core.redact import error_text
-from worker.conflicts import provider_for
 from worker.ledger import Delivery, control_id_for
 from worker.routing import route
 from worker.rules import message_event_for, opted_in
@@ -69,7 +69,7 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
         raise AppointmentBusy(key)
     try:
         state, targets = _accept(rt, event, stored.state, force)
-        provider = provider_for(rt.settings, event)
+        provider = find_provider(rt.settings.providers, event)
         if provider is not None and state in ("accepted", "unrouted"):  # under the lock: in order
             rt.conflicts.track(provider, event)
     finally:

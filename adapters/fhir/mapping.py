@@ -18,6 +18,7 @@ from core.config import (
     Settings,
 )
 from core.errors import MappingError
+from core.lookup import find_event_type, find_location, find_provider
 from core.models import AppointmentEvent, EventKind
 
 CANCEL_REASON_SYSTEM = "http://terminology.hl7.org/CodeSystem/appointment-cancellation-reason"
@@ -82,7 +83,7 @@ def build_appointment(event: AppointmentEvent, profile: FhirProfile,
                       patient_ref: str | None = None) -> dict[str, Any]:
     if event.start is None or event.end is None:
         raise MappingError("missing start or end time")
-    provider = find_provider(event, profile)
+    provider = provider_of(event, profile)
     status = _status(event)
     zone = ZoneInfo(profile.timezone)
     resource: dict[str, Any] = {
@@ -123,25 +124,24 @@ def build_patient(event: AppointmentEvent, profile: FhirProfile) -> dict[str, An
     if len(name) > 1:
         patient["name"] = [name]
     telecom = []
-    phone = _response_text(event, profile.patient.phone_field) or person.phone
+    phone = event.response(profile.patient.phone_field) or person.phone
     if phone:
         telecom.append({"system": "phone", "value": phone, "use": "mobile"})
     if person.email:
         telecom.append({"system": "email", "value": person.email})
     if telecom:
         patient["telecom"] = telecom
-    dob = _response_text(event, profile.patient.dob_field)
+    dob = event.response(profile.patient.dob_field)
     if _DATE.match(dob):  # anything else would make the whole resource invalid
         patient["birthDate"] = dob
     return patient
 
 
-def find_provider(event: AppointmentEvent, profile: FhirProfile) -> ProviderSettings:
-    keys = {k.casefold() for k in (event.organizer.username, event.organizer.email) if k}
-    for provider in profile.providers:
-        if provider.calcom_user.casefold() in keys:
-            return provider
-    raise MappingError("unknown provider: the organizer is not in [[providers]]")
+def provider_of(event: AppointmentEvent, profile: FhirProfile) -> ProviderSettings:
+    provider = find_provider(profile.providers, event)
+    if provider is None:
+        raise MappingError("unknown provider: the organizer is not in [[providers]]")
+    return provider
 
 
 def _status(event: AppointmentEvent) -> str:
@@ -166,13 +166,12 @@ def _cancel_reason(event: AppointmentEvent) -> dict[str, Any]:
 
 
 def _event_type_concept(event: AppointmentEvent, profile: FhirProfile) -> dict[str, Any] | None:
-    for et in profile.event_types:
-        if (et.slug and et.slug == event.event_type_slug) or (
-                et.id is not None and et.id == event.event_type_id):
-            coding = {"system": profile.event_type_system, "code": et.code}
-            if et.name:
-                coding["display"] = et.name
-            return {"coding": [coding], "text": et.name or et.code}
+    et = find_event_type(profile.event_types, event)
+    if et is not None:
+        coding = {"system": profile.event_type_system, "code": et.code}
+        if et.name:
+            coding["display"] = et.name
+        return {"coding": [coding], "text": et.name or et.code}
     return {"text": event.event_type_slug} if event.event_type_slug else None
 
 
@@ -193,7 +192,7 @@ def _participants(event: AppointmentEvent, profile: FhirProfile, provider: Provi
          # a request is not confirmed by the provider yet
          "status": "needs-action" if event.kind is EventKind.REQUESTED else "accepted"},
     ]
-    location = _location(event, profile)
+    location = find_location(profile.locations, event)
     if location:
         actor: dict[str, Any] = {"type": "Location", "identifier": {
             "system": profile.location_system, "value": location.code}}
@@ -203,14 +202,6 @@ def _participants(event: AppointmentEvent, profile: FhirProfile, provider: Provi
     return out
 
 
-def _location(event: AppointmentEvent, profile: FhirProfile) -> LocationSettings | None:
-    where = event.location.casefold()
-    for loc in profile.locations:
-        if loc.match and loc.match.casefold() in where:
-            return loc
-    return None
-
-
 def _display_name(hl7_name: str) -> str:
     """`Okafor^Amina^^^Dr.` (XCN-style config value) -> `Dr. Amina Okafor`."""
     if "^" not in hl7_name:
@@ -218,8 +209,3 @@ def _display_name(hl7_name: str) -> str:
     parts = (hl7_name.split("^") + [""] * 5)[:5]
     family, given, middle, suffix, prefix = parts
     return " ".join(p for p in (prefix, given, middle, family, suffix) if p)
-
-
-def _response_text(event: AppointmentEvent, slug: str) -> str:
-    value = event.responses.get(slug) if slug else None
-    return value.strip() if isinstance(value, str) else ""

@@ -47,21 +47,3 @@ class SiuProfile:
             event_types=settings.event_types, locations=settings.locations,
             patient=settings.patient,
         )
-
-    def provider_for(self, username: str, email: str) -> ProviderSettings | None:
-        for p in self.providers:
-            if p.calcom_user and p.calcom_user.lower() in (username.lower(), email.lower()):
-                return p
-        return None
-
-    def event_type_for(self, slug: str, type_id: int | None) -> EventTypeSettings | None:
-        for e in self.event_types:
-            if (slug and e.slug == slug) or (type_id is not None and e.id == type_id):
-                return e
-        return None
-
-    def location_for(self, location: str) -> LocationSettings | None:
-        for loc in self.locations:
-            if loc.match and loc.match.lower() in location.lower():
-                return loc
-        return None

@@ -10,6 +10,7 @@ from adapters.hl7v2.charset import codec_for
 from adapters.hl7v2.escape import components, escape
 from adapters.hl7v2.profile import SiuProfile
 from core.errors import MappingError
+from core.lookup import find_event_type, find_location, find_provider
 from core.models import AppointmentEvent, EventKind
 
 MAX_CONTROL_ID = 20
@@ -41,7 +42,7 @@ def build_siu(event: AppointmentEvent, profile: SiuProfile, *, message_event: st
         raise MappingError("MSH-10 control id must be 1 to 20 characters")
     if event.start is None or event.end is None:
         raise MappingError("event has no start/end time")
-    provider = profile.provider_for(event.organizer.username, event.organizer.email)
+    provider = find_provider(profile.providers, event)
     if provider is None:
         raise MappingError("organizer is not a configured provider ([[providers]] calcom_user)")
     status = filler_status or STATUS_BY_KIND[event.kind]
@@ -61,13 +62,13 @@ def build_siu(event: AppointmentEvent, profile: SiuProfile, *, message_event: st
         segments.append(f"NTE|1|P|{escape(event.notes)}")
     segments.append(_pid(event, profile))
     segments.append("RGS|1|A")
-    etype = profile.event_type_for(event.event_type_slug, event.event_type_id)
+    etype = find_event_type(profile.event_types, event)
     if etype:
         service = f"{components(etype.code)}^{escape(etype.name or event.event_title)}^99CALEHR"
     else:
         service = f"{escape(event.event_type_slug or 'CALCOM')}^{escape(event.event_title)}^99CALCOM"
     segments.append(f"AIS|1|A|{service}|{start}|||{minutes}|min||{escape(status)}")
-    loc = profile.location_for(event.location) if event.location else None
+    loc = find_location(profile.locations, event)
     if loc:
         segments.append(f"AIL|1|A|{components(loc.code)}|||{start}|||{minutes}|min||{escape(status)}")
     segments.append(f"AIP|1|A|{provider_xcn}|D^Doctor^HL70182||{start}|||{minutes}|min||"
@@ -104,11 +105,6 @@ def _sch(event: AppointmentEvent, p: SiuProfile, message_event: str, status: str
     return "SCH|" + "|".join(fields[1:])
 
 
-def _response(event: AppointmentEvent, name: str) -> str:
-    value = event.responses.get(name) if name else None
-    return value.strip() if isinstance(value, str) else ""
-
-
 def _dob(value: str) -> str:
     for pattern in _DOB_FORMATS:
         m = pattern.match(value)
@@ -124,7 +120,7 @@ def _dob(value: str) -> str:
 
 def _pid(event: AppointmentEvent, p: SiuProfile) -> str:
     cfg = p.patient
-    member_id = _response(event, cfg.id_field)
+    member_id = event.response(cfg.id_field)
     if member_id:
         authority = escape(cfg.id_authority or p.placer_namespace)
         pid3 = f"{escape(member_id)}^^^{authority}^{escape(cfg.id_type)}"
@@ -135,9 +131,9 @@ def _pid(event: AppointmentEvent, p: SiuProfile) -> str:
     if not (family or given) and person.name:
         given, _, family = person.name.rpartition(" ")
     name = f"{escape(family)}^{escape(given)}" if (family or given) else ""
-    dob_raw = _response(event, cfg.dob_field)
+    dob_raw = event.response(cfg.dob_field)
     dob = _dob(dob_raw) if dob_raw else ""
-    phone = _response(event, cfg.phone_field) or person.phone
+    phone = event.response(cfg.phone_field) or person.phone
     telecom = []
     if phone:
         telecom.append(f"{escape(phone)}^PRN^PH")
