@@ -8,13 +8,13 @@ import contextlib
 import itertools
 import os
 import re
-import signal
 import sys
 from pathlib import Path
 
 from adapters.hl7v2.ack import build_ack, split_segments
 from adapters.hl7v2.charset import decode_message
 from adapters.hl7v2.framing import FrameSplitter, frame
+from adapters.hl7v2.mllp_server import nak, run_until_signal
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -61,12 +61,12 @@ class EhrSimulator:
                         assert isinstance(item, bytes)
                         if self.delay:
                             await asyncio.sleep(self.delay)
-                        reply = self.answer(item)
+                        reply = frame(self.answer(item))
                     elif kind == "oversize":
-                        reply = build_ack("", "AR", text="frame too large", error_code="100").encode()
+                        reply = nak("frame too large")
                     else:
                         continue  # bytes between frames (e.g. a stray CR LF)
-                    writer.write(frame(reply))
+                    writer.write(reply)
                     await writer.drain()
         except (ConnectionError, OSError, asyncio.CancelledError):
             pass  # peer gone, or the simulator is stopping
@@ -78,14 +78,7 @@ class EhrSimulator:
 
 async def serve(host: str, port: int, sim: EhrSimulator) -> None:
     server = await asyncio.start_server(sim.handle, host, port)
-    addr = server.sockets[0].getsockname()
-    print(f"ehr-sim listening on {addr[0]}:{addr[1]} (ack {sim.ack}, out {sim.out})", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with server:
-        await stop.wait()
+    await run_until_signal(server, "ehr-sim", detail=f" (ack {sim.ack}, out {sim.out})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -108,11 +108,12 @@ class MLLPListener:
         await asyncio.wait_for(writer.drain(), self.limits.idle_timeout)
 
 
-async def serve(listener: MLLPListener, host: str, port: int,
-                background: Callable[[asyncio.Event], object] | None = None) -> None:
-    server = await listener.start(host, port)
+async def run_until_signal(server: asyncio.Server, banner: str,
+                           background: Callable[[asyncio.Event], object] | None = None,
+                           detail: str = "") -> None:
+    """Print where `server` listens, serve until SIGINT/SIGTERM, then wait for `background`."""
     addr = server.sockets[0].getsockname()
-    print(f"mllp listening on {addr[0]}:{addr[1]}", flush=True)
+    print(f"{banner} listening on {addr[0]}:{addr[1]}{detail}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -122,6 +123,11 @@ async def serve(listener: MLLPListener, host: str, port: int,
         await stop.wait()
     if task is not None:
         await task
+
+
+async def serve(listener: MLLPListener, host: str, port: int,
+                background: Callable[[asyncio.Event], object] | None = None) -> None:
+    await run_until_signal(await listener.start(host, port), "mllp", background)
     listener.pool.shutdown(wait=True)
 
 
