@@ -20,9 +20,9 @@ from tests.support import (
     Proc,
     base_env,
     beat_cmd,
-    config_text,
     ehr_sim_cmd,
     free_port,
+    mllp_config,
     wait_for,
     wait_http,
     web_cmd,
@@ -47,18 +47,7 @@ circuit_max_open_seconds = 4.0
 
 
 def bench_config(outbox: Path, ehr_port: int) -> str:
-    target = f"""
-[[targets]]
-name = "{TARGET}"
-kind = "mllp"
-host = "127.0.0.1"
-port = {ehr_port}
-timezone = "America/Chicago"
-connect_timeout = 1.0
-read_timeout = 5.0
-"""
-    return config_text(outbox, extra_targets=target, routes=f'[[routes]]\ntargets = ["{TARGET}"]\n',
-                       delivery=DELIVERY)
+    return mllp_config(outbox, ehr_port, read_timeout="5.0", delivery=DELIVERY)
 
 
 class BenchStack:

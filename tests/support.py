@@ -135,6 +135,28 @@ task_time_limit = 15
 """
 
 
+def mllp_target(port: int, *, timezone: str = "America/Chicago", read_timeout: str = "3.0",
+                extra: str = "") -> str:
+    """An MLLP target named "ehr" on loopback with short test timeouts."""
+    return f"""
+[[targets]]
+name = "ehr"
+kind = "mllp"
+host = "127.0.0.1"
+port = {port}
+timezone = "{timezone}"
+connect_timeout = 1.0
+read_timeout = {read_timeout}
+{extra}
+"""
+
+
+def mllp_config(outbox: Path, port: int, read_timeout: str = "3.0", **kw: str) -> str:
+    """The test config with every event routed to the MLLP target "ehr" only."""
+    return config_text(outbox, extra_targets=mllp_target(port, read_timeout=read_timeout),
+                       routes='[[routes]]\ntargets = ["ehr"]\n', **kw)
+
+
 class Proc:
     """A child process with its output captured to a file (read it when a test fails)."""
 

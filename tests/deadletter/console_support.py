@@ -11,7 +11,7 @@ from werkzeug.security import generate_password_hash
 
 from core.crypto import Cipher
 from deadletter.store import DeadLetterStore
-from tests.support import KEY, config_text
+from tests.support import KEY, mllp_config
 
 PASSWORDS = {"vera": "viewer-pass-1234", "omar": "operator-pass-1234", "ada": "admin-pass-12345"}
 ROLES = {"vera": "viewer", "omar": "operator", "ada": "admin"}
@@ -27,23 +27,9 @@ def users_toml(session_minutes: int = 30) -> str:
             f"session_minutes = {session_minutes}\n{users}")
 
 
-def mllp_target(port: int) -> str:
-    return f"""
-[[targets]]
-name = "ehr"
-kind = "mllp"
-host = "127.0.0.1"
-port = {port}
-timezone = "America/Chicago"
-connect_timeout = 1.0
-read_timeout = 3.0
-"""
-
-
 def console_config(outbox: Path, ehr_port: int) -> str:
     """The test stack's config with an MLLP target 'ehr' routed to, plus console users."""
-    return config_text(outbox, extra_targets=mllp_target(ehr_port),
-                       routes='[[routes]]\ntargets = ["ehr"]\n') + users_toml()
+    return mllp_config(outbox, ehr_port) + users_toml()
 
 
 def dead_letter_store(client: redis.Redis) -> DeadLetterStore:

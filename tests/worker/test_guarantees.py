@@ -11,29 +11,14 @@ import random
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from core.embedded_redis import EmbeddedRedis
 from tests.factories import appointment_bodies, placer_of, sim_messages, with_changes
-from tests.support import ROOT, config_text, fixture_bytes, free_port, post_signed, wait_for
+from tests.support import ROOT, fixture_bytes, free_port, mllp_config, post_signed, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def mllp_config(outbox: Path, port: int, **kw: str) -> str:
-    target = f"""
-[[targets]]
-name = "ehr"
-kind = "mllp"
-host = "127.0.0.1"
-port = {port}
-timezone = "America/Chicago"
-connect_timeout = 1.0
-read_timeout = {kw.pop('read_timeout', '3.0')}
-"""
-    return config_text(outbox, extra_targets=target, routes='[[routes]]\ntargets = ["ehr"]\n', **kw)
 
 
 def report(capsys: pytest.CaptureFixture, name: str, **figures: object) -> None:

@@ -13,6 +13,7 @@ from tests.support import (
     config_text,
     fixture_bytes,
     free_port,
+    mllp_target,
     post_signed,
     wait_for,
 )
@@ -23,23 +24,14 @@ pytestmark = pytest.mark.slow
 FLOW = ["02_booking_created.json", "04_booking_rescheduled.json", "05_booking_cancelled.json"]
 
 
-def mllp_target(port: int, extra: str = "") -> str:
-    return f"""
-[[targets]]
-name = "ehr"
-kind = "mllp"
-port = {port}
-timezone = "Europe/Berlin"
-charset = "8859/1"
-connect_timeout = 1.0
-read_timeout = 2.0
-{extra}
-"""
+def siu_target(port: int, extra: str = "") -> str:
+    return mllp_target(port, timezone="Europe/Berlin", read_timeout="2.0",
+                       extra=f'charset = "8859/1"\n{extra}')
 
 
 def test_created_rescheduled_cancelled_arrive_as_s12_s13_s15(stack, outbox, tmp_path):
     port = free_port()
-    stack.write_config(config_text(outbox, extra_targets=mllp_target(port),
+    stack.write_config(config_text(outbox, extra_targets=siu_target(port),
                                    routes='[[routes]]\ntargets = ["ehr", "files"]\n'))
     sim_out = tmp_path / "sim"
     stack.ehr_sim(port, sim_out)
@@ -73,7 +65,7 @@ def sim_messages_latin1(out) -> list[str]:
 
 def test_ack_with_wrong_control_id_is_retried_then_dead_lettered(stack, outbox, tmp_path, rclient):
     port = free_port()
-    stack.write_config(config_text(outbox, extra_targets=mllp_target(port, "max_attempts = 3"),
+    stack.write_config(config_text(outbox, extra_targets=siu_target(port, "max_attempts = 3"),
                                    routes='[[routes]]\ntargets = ["ehr"]\n'))
     sim_out = tmp_path / "sim"
     stack.ehr_sim(port, sim_out, extra=("--mismatch",))
@@ -91,7 +83,7 @@ def test_ack_with_wrong_control_id_is_retried_then_dead_lettered(stack, outbox, 
 
 def test_ae_keeps_the_err_segment_encrypted_for_the_dead_letter(stack, outbox, tmp_path, rclient):
     port = free_port()
-    stack.write_config(config_text(outbox, extra_targets=mllp_target(port),
+    stack.write_config(config_text(outbox, extra_targets=siu_target(port),
                                    routes='[[routes]]\ntargets = ["ehr"]\n'))
     stack.ehr_sim(port, tmp_path / "sim", ack="AE")
     base = stack.web()
@@ -113,7 +105,7 @@ def test_meeting_ended_is_s14_complete_only_where_a_target_opts_in(stack, outbox
 
     port = free_port()
     stack.write_config(config_text(outbox,
-                                   extra_targets=mllp_target(port, "send_meeting_ended = true"),
+                                   extra_targets=siu_target(port, "send_meeting_ended = true"),
                                    routes='[[routes]]\ntargets = ["ehr", "files"]\n'))
     sim_out = tmp_path / "sim"
     stack.ehr_sim(port, sim_out)
