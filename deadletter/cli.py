@@ -10,15 +10,14 @@ from datetime import UTC, datetime
 from core.audit import cli_actor
 from core.config import Settings
 from deadletter.replay import ReplayError, discard, replay
-from deadletter.store import STAGES, STATES, DeadLetter, DeadLetterFilter
+from deadletter.store import STAGES, STATES, DeadLetter, DeadLetterFilter, parse_utc
 
 
 def _time(value: str) -> float:
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO time: {value}") from None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+    ts = parse_utc(value)
+    if ts is None:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {value}")
+    return ts
 
 
 def _filters(p: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -41,6 +42,17 @@ class DeadLetter:
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
+
+
+def parse_utc(text: str) -> float | None:
+    """An ISO time (Z or an offset; none = UTC) as a timestamp; None when empty or invalid."""
+    if not text:
+        return None
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
+    except ValueError:
+        return None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
 @dataclass(frozen=True)
@@ -99,7 +111,7 @@ class DeadLetterStore:
         pipe.zadd(f"{self.p}:all", {dl_id: now})
         pipe.sadd(f"{self.p}:state:open", dl_id)
         if delivery_id:
-            pipe.set(f"{self.p}:by-delivery:{delivery_id}", dl_id)
+            pipe.set(self.delivery_index(delivery_id), dl_id)
         elif event_id:
             pipe.set(f"{self.p}:by-event:{event_id}", dl_id)
         pipe.execute()

@@ -70,7 +70,7 @@ def _purge_dead_letters(rt: Runtime, cutoff: float) -> int:
             pipe.zrem(f"{p}:all", dl_id)
             pipe.srem(f"{p}:state:{state}", dl_id)
             if d and d.delivery_id:
-                pipe.delete(f"{p}:by-delivery:{d.delivery_id}")
+                pipe.delete(rt.deadletters.delivery_index(d.delivery_id))
             elif d and d.event_id:
                 pipe.delete(f"{p}:by-event:{d.event_id}")
             pipe.execute()

@@ -11,7 +11,7 @@ from deadletter.console import console_bp
 from deadletter.console.auth import ConsoleUser, current_user, requires
 from deadletter.console.context import console
 from deadletter.console.filters import FilterForm
-from deadletter.console.jobs import start_job_thread
+from deadletter.console.jobs import BulkReplayJob, start_job_thread
 from deadletter.console.views import load_dead_letter, render_detail
 from deadletter.replay import ReplayError, discard, replay, resend_edited
 
@@ -131,13 +131,18 @@ def bulk_replay_start() -> Any:
     return redirect(url_for("console.bulk_replay_job", job_id=job_id), code=303)
 
 
+def _load_job(job_id: str) -> BulkReplayJob:
+    job = console().jobs.get(job_id)
+    if job is None:
+        abort(404, f"no job {job_id}")
+    return job
+
+
 @console_bp.get("/jobs/<job_id>")
 @requires("viewer")
 def bulk_replay_job(job_id: str) -> Any:
     ctx = console()
-    job = ctx.jobs.get(job_id)
-    if job is None:
-        abort(404, f"no job {job_id}")
+    job = _load_job(job_id)
     states = ctx.jobs.dead_letter_states(job_id, ctx.runtime.deadletters)
     in_flight = states.get("replayed", 0)
     recently_done = job.state == "done" and time.time() - job.finished_at < 600
@@ -150,9 +155,7 @@ def bulk_replay_job(job_id: str) -> Any:
 @requires("operator")
 def bulk_replay_resume(job_id: str) -> Any:
     ctx = console()
-    job = ctx.jobs.get(job_id)
-    if job is None:
-        abort(404, f"no job {job_id}")
+    job = _load_job(job_id)
     if job.state == "running":
         ctx.audit.record(_user().actor, "deadletter.bulk_replay_resume", job_id)
         start_job_thread(ctx.jobs, ctx.runtime, job_id, job.actor)

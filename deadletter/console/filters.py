@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from werkzeug.datastructures import MultiDict
 
-from deadletter.store import STAGES, STATES, DeadLetterFilter
+from deadletter.store import STAGES, STATES, DeadLetterFilter, parse_utc
 
 FIELDS = ("state", "target", "stage", "error_code", "appointment_key", "since", "until")
 
@@ -55,13 +54,3 @@ class FilterForm:
 
     def describe(self) -> dict[str, str]:
         return {name: getattr(self, name) for name in FIELDS if getattr(self, name)}
-
-
-def parse_utc(text: str) -> float | None:
-    if not text:
-        return None
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
-    except ValueError:
-        return None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()

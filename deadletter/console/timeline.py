@@ -53,10 +53,10 @@ def attempt_entry(a: dict[str, Any], reveal: bool) -> TimelineEntry:
                          " · ".join(parts), tone)
 
 
-def build_timeline(rt: Runtime, d: DeadLetter, delivery: Delivery | None,
+def build_timeline(d: DeadLetter, delivery: Delivery | None, facts: dict[str, str],
                    reveal: bool = False) -> list[TimelineEntry]:
+    """`facts`: the event's `event_facts`, read once by the caller (the page shows them too)."""
     entries: list[TimelineEntry] = []
-    facts = event_facts(rt, d.event_id)
     if facts.get("received_at"):
         entries.append(TimelineEntry(float(facts["received_at"]), "received",
                                      f"Received {facts.get('trigger', 'event')}",

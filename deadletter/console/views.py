@@ -98,6 +98,7 @@ def render_detail(d: DeadLetter, *, reveal: bool = False, draft: str | None = No
     target = next((t for t in ctx.settings.targets if t.name == d.target), None)
     editable = (d.state == "open" and bool(d.delivery_id) and wire is not None
                 and target is not None and target.kind in ("mllp", "file"))
+    facts = event_facts(rt, d.event_id)
     body = render_template(
         "console/detail.html", d=d, delivery=delivery, reveal=reveal, editable=editable,
         error_text=d.error_text if reveal else redact_text(d.error_text),
@@ -105,8 +106,8 @@ def render_detail(d: DeadLetter, *, reveal: bool = False, draft: str | None = No
         response_text=_response_text(rt, d, reveal),
         draft=draft if draft is not None else (show_wire(wire) if wire and reveal else ""),
         edit_history=edits(rt, d.id) if reveal else [], edit_error=error,
-        timeline=build_timeline(rt, d, delivery, reveal=reveal),
-        event=event_facts(rt, d.event_id), target_kind=target.kind if target else "unknown")
+        timeline=build_timeline(d, delivery, facts, reveal=reveal),
+        event=facts, target_kind=target.kind if target else "unknown")
     return body, status
 
 
