@@ -96,14 +96,14 @@ def is_echo(r: redis.Redis, event: AppointmentEvent, prefix: str = "calehr",
             blocker: BlockerType = BlockerType()) -> bool:
     """True when this Cal.com event is about a blocker booking the bridge made itself."""
     uids = [u for u in (event.uid, event.previous_uid) if u]
-    if uids and any(r.exists(_uid_key(prefix, u)) for u in uids):
+    if uids and r.exists(*(_uid_key(prefix, u) for u in uids)):  # one call, counts hits
         return True
     if event.kind not in (EventKind.CREATED, EventKind.REQUESTED) or event.start is None:
         return False
     if not blocker.matches(event):
         return False
     users = {u for u in (event.organizer.username, event.organizer.email) if u}
-    return any(r.exists(_slot_key(prefix, u, event.start)) for u in users)
+    return bool(users) and r.exists(*(_slot_key(prefix, u, event.start) for u in users)) > 0
 
 
 # HTTP -------------------------------------------------------------------------------------
