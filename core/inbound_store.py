@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import redis
 
+from core.config import Settings
 from core.crypto import Cipher
 
 KEEP_SECONDS = 30 * 86400
@@ -51,6 +52,13 @@ class InboundStore:
         self.p = prefix
         self.keep = keep_seconds
         self._claim = client.register_script(_CLAIM)
+
+    @classmethod
+    def for_settings(cls, settings: Settings, client: redis.Redis,
+                     cipher: Cipher) -> InboundStore:
+        """Kept as long as event bodies (`retention.event_body_days`, at least a day)."""
+        return cls(client, cipher, settings.key_prefix,
+                   int(settings.retention.event_body_days * 86400) or 86400)
 
     def _key(self, message_id: str) -> str:
         return f"{self.p}:inbound:{message_id}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,6 @@ import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from core.blocks import BLOCK, NONE, RELEASE, BlockChange
-from core.crypto import Cipher
 from core.inbound_store import InboundStore
 from webhooks.context import bridge
 
@@ -127,10 +127,11 @@ def _authorised() -> bool:
         token.strip().encode(), expected.encode())
 
 
-def _read(kind: str) -> dict[str, Any]:
+def _read(kind: str) -> tuple[bytes, dict[str, Any]]:
+    """The raw body (read at most MAX_BODY + 1 bytes) and the resource it holds."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise FhirInboundError(413, "too-costly", f"body is larger than {MAX_BODY} bytes")
-    raw = request.get_data(cache=True)
+    raw = request.stream.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
         raise FhirInboundError(413, "too-costly", f"body is larger than {MAX_BODY} bytes")
     try:
@@ -139,38 +140,46 @@ def _read(kind: str) -> dict[str, Any]:
         raise FhirInboundError(400, "structure", "body is not valid JSON") from None
     if not isinstance(resource, dict) or resource.get("resourceType") != kind:
         raise FhirInboundError(400, "structure", f"body is not a FHIR {kind} resource")
-    return resource
+    return raw, resource
 
 
-def _service() -> Any:
-    service = current_app.extensions.get("calehr-blocking")
-    if service is None:
+@dataclass(frozen=True)
+class _Inbound:
+    store: InboundStore
+    service: Any  # worker.blocking.BlockingService, imported on first use
+    known: frozenset[str]  # EHR ids of the configured providers
+
+
+def _inbound() -> _Inbound:
+    """Built once per app, like the MLLP listener's handler, with the bridge's cipher."""
+    inbound = current_app.extensions.get("calehr-fhir-inbound")
+    if inbound is None:
         from worker.blocking import BlockingService
 
         ctx = bridge()
-        service = BlockingService(ctx.settings, ctx.redis, Cipher(ctx.settings.security.encryption_keys))
-        current_app.extensions["calehr-blocking"] = service
-    return service
+        cipher = ctx.store.cipher
+        inbound = _Inbound(InboundStore.for_settings(ctx.settings, ctx.redis, cipher),
+                           BlockingService(ctx.settings, ctx.redis, cipher),
+                           frozenset(p.ehr_id for p in ctx.settings.providers))
+        current_app.extensions["calehr-fhir-inbound"] = inbound
+    return inbound
 
 
 def _handle(kind: str, url_id: str | None) -> tuple[Response, int]:
     if not _authorised():
         return outcome(401, "error", "login", "a valid bearer token is required")
-    ctx = bridge()
+    inbound = _inbound()
+    service = inbound.service
     try:
-        resource = _read(kind)
-        store = InboundStore(ctx.redis, Cipher(ctx.settings.security.encryption_keys),
-                             ctx.settings.key_prefix)
-        message_id = store.put(request.get_data(), source="fhir", kind=kind)
-        known = frozenset(p.ehr_id for p in ctx.settings.providers)
+        raw, resource = _read(kind)
+        message_id = inbound.store.put(raw, source="fhir", kind=kind)
         try:
-            change = to_change(resource, known, url_id)
+            change = to_change(resource, inbound.known, url_id)
         except FhirInboundError as exc:
-            store.finish(message_id, f"rejected:{exc.code}")
+            inbound.store.finish(message_id, f"rejected:{exc.code}")
             raise
-        service = _service()
         applied = service.apply(change)
-        store.finish(message_id, applied.outcome)
+        inbound.store.finish(message_id, applied.outcome)
     except FhirInboundError as exc:
         log.warning("FHIR %s rejected: %s", kind, exc.text, extra={"outcome": str(exc.status)})
         return outcome(exc.status, "error", exc.code, exc.text)

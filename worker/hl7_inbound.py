@@ -44,8 +44,7 @@ class Hl7InboundHandler:
                  on_pending: Callable[[], None] | None = None) -> None:
         cipher = Cipher(settings.security.encryption_keys)
         self.settings = settings
-        self.store = InboundStore(client, cipher, settings.key_prefix,
-                                  int(settings.retention.event_body_days * 86400) or 86400)
+        self.store = InboundStore.for_settings(settings, client, cipher)
         self.blocking = BlockingService(settings, client, cipher)
         self.known = frozenset(p.ehr_id for p in settings.providers)
         self.on_pending = on_pending
