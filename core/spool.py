@@ -54,6 +54,9 @@ class IngestSpool:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
+    def has_records(self) -> bool:
+        return any(self.folder.glob("*.spool"))
+
     def size(self) -> int:
         return sum(p.stat().st_size for p in self.folder.glob("*.spool"))
 

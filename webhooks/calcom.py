@@ -69,21 +69,14 @@ def receive():
         _count("PING", "ping")
         return jsonify(status="ok", trigger="PING"), 200
     try:
-        if not body.handled:
-            event_id, duplicate = ctx.store.put(raw, body.trigger, state="ignored")
-            log.info("webhook ignored", extra={"event_id": event_id, "trigger": body.trigger,
-                                               "outcome": "ignored"})
-            _count(body.trigger, "ignored")
-            return jsonify(event_id=event_id, duplicate=duplicate, ignored=True), 202
-        event_id, duplicate = ctx.store.put(raw, body.trigger)
+        event_id, duplicate = ctx.accept(raw, body.trigger, handled=body.handled)
     except redis.RedisError as exc:
         return _spool(ctx, raw, body.trigger, exc)
-    if not duplicate:
-        try:
-            ctx.enqueue(event_id)
-        except Exception as exc:  # noqa: BLE001 - stored already; the sweeper picks it up
-            log.error("enqueue failed, left for the sweeper: %s", exc.__class__.__name__,
-                      extra={"event_id": event_id})
+    if not body.handled:
+        log.info("webhook ignored", extra={"event_id": event_id, "trigger": body.trigger,
+                                           "outcome": "ignored"})
+        _count(body.trigger, "ignored")
+        return jsonify(event_id=event_id, duplicate=duplicate, ignored=True), 202
     _count(body.trigger, "duplicate" if duplicate else "accepted")
     log.info("webhook accepted", extra={"event_id": event_id, "trigger": body.trigger,
                                         "outcome": "duplicate" if duplicate else "accepted"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,6 +14,8 @@ from core.metrics import Metrics
 from core.spool import IngestSpool
 from core.store import EventStore
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class BridgeContext:
@@ -22,6 +25,21 @@ class BridgeContext:
     enqueue: Callable[[str], None]
     metrics: Metrics
     spool: IngestSpool | None = None
+
+    def accept(self, raw: bytes, trigger: str, *, handled: bool, source: str = "webhook",
+               received_at: float | None = None) -> tuple[str, bool]:
+        """Store a verified body and queue its id (unless a duplicate, or a trigger the bridge
+        does not handle). Returns (event_id, duplicate). Redis errors from the store raise;
+        a failed enqueue does not: the event is stored and the sweeper queues it."""
+        event_id, duplicate = self.store.put(raw, trigger, source=source, received_at=received_at,
+                                             state="received" if handled else "ignored")
+        if handled and not duplicate:
+            try:
+                self.enqueue(event_id)
+            except Exception as exc:  # noqa: BLE001 - stored already; the sweeper picks it up
+                log.error("enqueue failed, left for the sweeper: %s", exc.__class__.__name__,
+                          extra={"event_id": event_id})
+        return event_id, duplicate
 
 
 def bridge() -> BridgeContext:

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def drain_once(ctx: BridgeContext) -> int:
-    if ctx.spool is None or not any(ctx.spool.folder.glob("*.spool")):
+    if ctx.spool is None or not ctx.spool.has_records():
         return 0
 
     def put(item: SpooledRequest) -> None:
@@ -24,15 +24,8 @@ def drain_once(ctx: BridgeContext) -> int:
             handled = parse_body(item.raw).handled
         except PayloadError:
             handled = True  # it was valid when spooled; let the worker dead-letter it clearly
-        event_id, duplicate = ctx.store.put(item.raw, item.trigger, source="spool",
-                                            received_at=item.received_at,
-                                            state="received" if handled else "ignored")
-        if handled and not duplicate:
-            try:
-                ctx.enqueue(event_id)
-            except Exception as exc:  # noqa: BLE001 - stored; the sweeper resends it
-                log.error("enqueue after spool drain failed: %s", exc.__class__.__name__,
-                          extra={"event_id": event_id})
+        event_id, duplicate = ctx.accept(item.raw, item.trigger, handled=handled,
+                                         source="spool", received_at=item.received_at)
         log.info("spooled webhook stored", extra={"event_id": event_id,
                                                   "spool_id": item.spool_id,
                                                   "outcome": "duplicate" if duplicate else "stored"})
