@@ -150,7 +150,7 @@ def test_redis_restart_mid_run_loses_nothing(tmp_path, stack, outbox, ehr, capsy
         stack.write_config(mllp_config(outbox, ehr["port"]))
         stack.ehr_sim(ehr["port"], ehr["out"], delay_ms=5)
         base = stack.web()
-        stack.worker()
+        workers = [stack.worker()]
         stack.beat()
         n = 120
         bodies = [appointment_bodies(i, "R")["created"] for i in range(n)]
@@ -158,11 +158,20 @@ def test_redis_restart_mid_run_loses_nothing(tmp_path, stack, outbox, ehr, capsy
         own.stop()  # SIGTERM: AOF with appendfsync always is already on disk
         own.start()
         assert set(post_all(base, bodies[80:])) == {202}
-        wait_for(lambda: len({m["placer"] for m in sim_messages(ehr["out"])}) >= n, 180, 0.2,
-                 "all appointments after the Redis restart")
+
+        def all_delivered() -> bool:
+            # Celery 5.7/kombu 5.7 can die on reconnect ("Unrecoverable error: AttributeError
+            # ... 'hostname'"), seen in a few runs. Production restarts it (compose
+            # `restart: unless-stopped`); so does this test, at most twice, and reports it.
+            if workers[-1].proc.poll() is not None and len(workers) < 3:
+                workers.append(stack.worker(f"worker-{len(workers)}"))
+            return len({m["placer"] for m in sim_messages(ehr["out"])}) >= n
+
+        wait_for(all_delivered, 180, 0.2, "all appointments after the Redis restart")
         placers = Counter(m["placer"] for m in sim_messages(ehr["out"]))
         report(capsys, "redis-restart", events=n, delivered=len(placers),
-               duplicates=sum(c - 1 for c in placers.values()), lost=n - len(placers))
+               duplicates=sum(c - 1 for c in placers.values()), lost=n - len(placers),
+               worker_restarts=len(workers) - 1)
         assert len(placers) == n
     finally:
         stack.stop()
