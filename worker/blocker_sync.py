@@ -15,7 +15,8 @@ from datetime import datetime
 import redis
 
 from adapters.calcom import api as calcom_api
-from adapters.calcom.api import BlockerApi, CalcomApiError
+from adapters.calcom.api import BlockerApi
+from adapters.calcom.http import CalcomApiError
 from core.blocks import Block, BusyBlockStore
 from core.config import ProviderSettings, Settings
 from deadletter.store import DeadLetterStore

@@ -11,7 +11,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from adapters.calcom.bookings import BookingsClient, CalcomApiError
+from adapters.calcom.bookings import BookingsClient
+from adapters.calcom.http import CalcomApiError
 from core.models import EventKind
 from worker.runtime import Runtime
 

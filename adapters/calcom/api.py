@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 import redis
 import requests
 
+from adapters.calcom.http import CalcomApiError, api_session
 from core.config import CalcomSettings, ProviderSettings
 from core.models import AppointmentEvent, EventKind
 
@@ -25,15 +26,6 @@ DEFAULT_BLOCKER_SLUG = "ehr-hold"
 ATTENDEE_NAME = "EHR hold"
 SLOT_TTL = 86400  # an intended create, until Cal.com has answered with its uid
 MIN_UID_TTL = 7 * 86400  # a blocker's uid: until well after its end
-
-
-class CalcomApiError(Exception):
-    """Cal.com did not do what we asked. `transient`: worth trying again later."""
-
-    def __init__(self, message: str, status: int | None = None, transient: bool = True) -> None:
-        super().__init__(message)
-        self.status = status
-        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -115,11 +107,7 @@ class BlockerApi:
         self.settings = settings
         self.blocker = BlockerType.from_settings(settings)
         self.timeout = timeout
-        self.session = requests.Session()
-        self.session.headers.update({
-            "Authorization": f"Bearer {settings.api_key}",
-            "cal-api-version": settings.bookings_api_version,
-        })
+        self.session = api_session(settings)
 
     def create(self, provider: ProviderSettings, start: datetime, end: datetime,
                block_uid: str) -> str:

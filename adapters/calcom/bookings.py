@@ -8,18 +8,11 @@ from typing import Any
 
 import requests
 
+from adapters.calcom.http import CalcomApiError, api_session
 from core.config import CalcomSettings
 
 PAGE_SIZE = 100
 MAX_PAGES = 50  # one run reads at most 5,000 changes; the next run continues from the watermark
-
-
-class CalcomApiError(Exception):
-    """The API answered with something other than a page of bookings."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 @dataclass
@@ -28,11 +21,7 @@ class BookingsClient:
     timeout: tuple[float, float] = (5.0, 30.0)
 
     def __post_init__(self) -> None:
-        self.session = requests.Session()
-        self.session.headers.update({
-            "Authorization": f"Bearer {self.settings.api_key}",
-            "cal-api-version": self.settings.bookings_api_version,
-        })
+        self.session = api_session(self.settings)
 
     def updated_since(self, after: str) -> Iterator[dict[str, Any]]:
         """Every booking updated after the ISO instant `after`, oldest change first."""
@@ -46,10 +35,11 @@ class BookingsClient:
                 raise CalcomApiError(f"Cal.com API unreachable: {exc.__class__.__name__}") from None
             if resp.status_code == 429:
                 retry = resp.headers.get("Retry-After", "")
-                raise CalcomApiError("Cal.com API rate limit (429)",
-                                     float(retry) if retry.isdigit() else 60.0)
+                raise CalcomApiError("Cal.com API rate limit (429)", 429,
+                                     retry_after=float(retry) if retry.isdigit() else 60.0)
             if resp.status_code != 200:
-                raise CalcomApiError(f"Cal.com API answered HTTP {resp.status_code}")
+                raise CalcomApiError(f"Cal.com API answered HTTP {resp.status_code}",
+                                     resp.status_code)
             body = resp.json()
             data = body.get("data") if isinstance(body, dict) else None
             if not isinstance(data, list):
