@@ -63,8 +63,7 @@ def resend_edited(rt: Runtime, dl_id: str, wire: bytes, actor: str) -> str:
     diff = "\n".join(difflib.unified_diff(
         old.decode("utf-8", "replace").split("\r"), wire.decode("utf-8", "replace").split("\r"),
         "before", "after", lineterm=""))
-    edits_key = f"{rt.settings.key_prefix}:dl-edits:{dl_id}"
-    rt.redis.rpush(edits_key, rt.deadletters.cipher.encrypt(json.dumps(
+    rt.redis.rpush(rt.deadletters.edits_key(dl_id), rt.deadletters.cipher.encrypt(json.dumps(
         {"ts": time.time(), "actor": actor, "diff": diff}).encode()))
     changed = sum(1 for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---"))
     digest = hashlib.sha256(wire).hexdigest()[:16]
@@ -77,8 +76,8 @@ def resend_edited(rt: Runtime, dl_id: str, wire: bytes, actor: str) -> str:
 
 def edits(rt: Runtime, dl_id: str) -> list[dict]:
     """The encrypted edit history (diffs may hold PHI: operators only)."""
-    key = f"{rt.settings.key_prefix}:dl-edits:{dl_id}"
-    return [json.loads(rt.deadletters.cipher.decrypt(t)) for t in rt.redis.lrange(key, 0, -1)]
+    return [json.loads(rt.deadletters.cipher.decrypt(t))
+            for t in rt.redis.lrange(rt.deadletters.edits_key(dl_id), 0, -1)]
 
 
 def discard(rt: Runtime, dl_id: str, actor: str, reason: str) -> None:

@@ -82,9 +82,26 @@ class DeadLetterStore:
         self.r = client
         self.cipher = cipher
         self.p = f"{prefix}:dl"
+        self.prefix = prefix
 
     def _key(self, dl_id: str) -> str:
         return f"{self.p}:{dl_id}"
+
+    def edits_key(self, dl_id: str) -> str:
+        """The encrypted edit history of a dead letter (written by `resend_edited`)."""
+        return f"{self.prefix}:dl-edits:{dl_id}"
+
+    def delete(self, d: DeadLetter) -> None:
+        """Remove a dead letter and everything that points at it (retention)."""
+        pipe = self.r.pipeline()
+        pipe.delete(self._key(d.id), self.edits_key(d.id))
+        pipe.zrem(f"{self.p}:all", d.id)
+        pipe.srem(f"{self.p}:state:{d.state}", d.id)
+        if d.delivery_id:
+            pipe.delete(self.delivery_index(d.delivery_id))
+        elif d.event_id:
+            pipe.delete(f"{self.p}:by-event:{d.event_id}")
+        pipe.execute()
 
     def add(self, *, stage: str, error_code: str, error_class: str, error_text: str,
             target: str = "", appointment_key: str = "", event_id: str = "",

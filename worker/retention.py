@@ -65,14 +65,10 @@ def _purge_dead_letters(rt: Runtime, cutoff: float) -> int:
             if updated is None or float(updated) > cutoff:
                 continue
             d = rt.deadletters.get(dl_id)
-            pipe = rt.redis.pipeline()
-            pipe.delete(f"{p}:{dl_id}", f"{rt.settings.key_prefix}:dl-edits:{dl_id}")
-            pipe.zrem(f"{p}:all", dl_id)
-            pipe.srem(f"{p}:state:{state}", dl_id)
-            if d and d.delivery_id:
-                pipe.delete(rt.deadletters.delivery_index(d.delivery_id))
-            elif d and d.event_id:
-                pipe.delete(f"{p}:by-event:{d.event_id}")
-            pipe.execute()
+            if d is None:  # its record is gone already: only the state entry is left
+                rt.redis.srem(f"{p}:state:{state}", dl_id)
+                rt.redis.zrem(f"{p}:all", dl_id)
+            else:
+                rt.deadletters.delete(d)
             removed += 1
     return removed
