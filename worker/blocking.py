@@ -61,8 +61,7 @@ class BlockingService:
             if changed:
                 pending.append(self.sync.mark(ehr_id, uid))
                 block = Block(ehr_id, uid, change.start, change.end, 0, change.origin, 0.0)
-                conflicts += len(self.conflicts.check_block(self.providers[ehr_id], block,
-                                                            change.origin))
+                conflicts += len(self.conflicts.check_block(self.providers[ehr_id], block))
         outcome = ("moved" if moved else "blocked") if changed_any else "unchanged"
         log.info("busy block %s", outcome, extra={"outcome": outcome})
         return Applied(outcome, change.providers, conflicts, any(pending))

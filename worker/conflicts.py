@@ -103,18 +103,18 @@ class ConflictChecker:
         return found
 
     # the EHR side -------------------------------------------------------------------------
-    def check_block(self, provider: ProviderSettings, block: Block, origin: str) -> list[str]:
+    def check_block(self, provider: ProviderSettings, block: Block) -> list[str]:
         """Record each open Cal.com booking that overlaps an EHR block. Returns new ids."""
         return [dl for booking in self.bookings(provider, block.start.timestamp())
                 if booking.start < block.end
-                and (dl := self._record(provider, block, booking, "ehr", origin))]
+                and (dl := self._record(provider, block, booking, "ehr"))]
 
     def _record(self, provider: ProviderSettings, block: Block, booking: CalcomBooking,
-                second: str, origin: str = "") -> str | None:
+                second: str) -> str | None:
         seen = f"{self.p}:conflict-seen:{block.uid}|{provider.ehr_id}|{booking.appointment_key}"
         if not self.r.set(seen, "1", nx=True, ex=SEEN_TTL):
             return None  # this pair is already recorded, from either side
-        origin = origin or block.origin or "ehr"
+        origin = block.origin or "ehr"
         came = ("the EHR booked over it" if second == "ehr"
                 else "the Cal.com booking came after the EHR block")
         dl_id = self.deadletters.add(
