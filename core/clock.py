@@ -1,12 +1,22 @@
 """The bridge's one clock: production code asks here for "now", so a test can move it."""
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-_source: Callable[[], float] = time.time
+
+def _system_source() -> Callable[[], float]:
+    """The system clock, moved by CALEHR_CLOCK_OFFSET_SECONDS (tests of real processes only)."""
+    offset = float(os.environ.get("CALEHR_CLOCK_OFFSET_SECONDS") or 0)
+    if not offset:
+        return time.time
+    return lambda: time.time() + offset
+
+
+_source: Callable[[], float] = _system_source()
 
 
 def now() -> float:
@@ -24,7 +34,7 @@ def set_source(source: Callable[[], float]) -> None:
 
 
 def reset() -> None:
-    set_source(time.time)
+    set_source(_system_source())
 
 
 @contextmanager

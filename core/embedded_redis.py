@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -32,6 +33,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_env() -> dict[str, str]:
+    """The environment for redis-server: without libfaketime, which clashes with its allocator."""
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("FAKETIME")}
+
+
 class EmbeddedRedis:
     def __init__(self, data_dir: Path, port: int = 0) -> None:
         self.data_dir = Path(data_dir)
@@ -48,7 +54,8 @@ class EmbeddedRedis:
                "--dir", str(self.data_dir.resolve()), "--appendonly", "yes",
                "--appendfsync", "always", "--maxmemory-policy", "noeviction", "--save", "",
                "--protected-mode", "yes", "--daemonize", "no"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env=server_env())
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from adapters.calcom.bookings import BookingsClient
 from adapters.calcom.http import CalcomApiError
+from core import clock
 from core.models import EventKind
 from worker.runtime import Runtime
 
@@ -78,7 +79,7 @@ def _already_known(rt: Runtime, booking: dict[str, Any], trigger: str) -> bool:
 def reconcile(rt: Runtime, client: BookingsClient) -> dict[str, int]:
     wm_key = f"{rt.settings.key_prefix}:reconcile:watermark"
     raw = rt.redis.get(wm_key)
-    watermark = datetime.fromisoformat(raw.decode()) if raw else datetime.now(UTC) - timedelta(days=1)
+    watermark = datetime.fromisoformat(raw.decode()) if raw else clock.now_utc() - timedelta(days=1)
     after = (watermark - OVERLAP).isoformat().replace("+00:00", "Z")
     seen = fed = known = 0
     newest = watermark

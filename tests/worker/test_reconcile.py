@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
 import hl7
 import pytest
@@ -21,6 +22,10 @@ def calcom():
     server = FakeCalcom()
     yield server
     server.close()
+
+
+def api_time(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def outbox_events(outbox) -> list[tuple[str, str, str]]:
@@ -47,14 +52,16 @@ def test_missed_reschedule_and_missed_booking_are_delivered_once(stack, outbox, 
     wait_for(lambda: outbox_events(outbox), 30, message="the S12 from the webhook")
 
     created, moved = CREATED_UID.decode(), MOVED_UID.decode()
+    # Cal.com changed them minutes ago: within the first run's look-back, whatever today is
+    updated = [api_time(datetime.now(UTC) - timedelta(minutes=m)) for m in (61, 60, 55)]
     old_half = api_booking(created, "2026-10-14T15:00:00.000Z", "2026-10-14T15:30:00.000Z",
-                           "2026-11-22T08:59:00.000Z", status="cancelled")
+                           updated[0], status="cancelled")
     old_half.update(rescheduled=True, rescheduledToUid=moved)  # how Cal.com keeps the old uid
     calcom.put(old_half)
     calcom.put(api_booking(moved, "2026-10-16T19:30:00.000Z", "2026-10-16T20:00:00.000Z",
-                           "2026-11-22T09:00:00.000Z", rescheduled_from=created))
+                           updated[1], rescheduled_from=created))
     calcom.put(api_booking("NoWebhookEver0000000001", "2026-12-01T15:00:00.000Z",
-                           "2026-12-01T15:30:00.000Z", "2026-11-22T09:05:00.000Z"))
+                           "2026-12-01T15:30:00.000Z", updated[2]))
     calcom.rate_limit_next = 1
     limited = reconcile(stack)
     assert limited.get("error") == 1  # 429: stops, remembers Retry-After
