@@ -132,3 +132,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 @pytest.fixture
 def default_config(stack: Stack, outbox: Path) -> Path:
     return stack.write_config(config_text(outbox))
+
+
+# Tests whose outcome depends on the wall clock (watermarks, feed windows, retention, expiry).
+# scripts/test runs them a second time with every process's clock moved ahead (tests/clockshift).
+CLOCK_SENSITIVE = (
+    "tests/worker/test_reconcile.py",
+    "tests/worker/test_retention.py",
+    "tests/webhooks/test_ics.py",
+    "tests/webhooks/test_fhir_inbound.py",
+    "tests/adapters/hl7v2/test_mllp_server.py",
+    "tests/deadletter/test_console_http.py",
+    "tests/core/test_clock.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(CLOCK_SENSITIVE):
+            item.add_marker(pytest.mark.clock)

@@ -15,6 +15,7 @@ class FakeCalcom:
         self.bookings: dict[str, dict] = {}
         self.requests: list[dict] = []
         self.rate_limit_next = 0
+        self.retry_after_seconds = 120  # long enough that no test races it; tests clear it
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,7 +41,7 @@ class FakeCalcom:
                     return self._send(404, {"status": "error"})
                 if outer.rate_limit_next:
                     outer.rate_limit_next -= 1
-                    return self._send(429, {"status": "error"}, {"Retry-After": "2"})
+                    return self._send(429, {"status": "error"}, {"Retry-After": str(outer.retry_after_seconds)})
                 rows = sorted(outer.bookings.values(), key=lambda b: b["updatedAt"])
                 if "afterUpdatedAt" in q:
                     rows = [b for b in rows if b["updatedAt"] > q["afterUpdatedAt"]]

@@ -66,7 +66,7 @@ def test_missed_reschedule_and_missed_booking_are_delivered_once(stack, outbox, 
     limited = reconcile(stack)
     assert limited.get("error") == 1  # 429: stops, remembers Retry-After
     assert reconcile(stack) == {"skipped": "rate_limited"}
-    rclient.delete("calehr:reconcile:not-before")  # as if the 2 s had passed
+    rclient.delete("calehr:reconcile:not-before")  # as if the Retry-After had passed
 
     first = reconcile(stack)
     assert first == {"seen": 3, "fed": 2, "known": 1, "error": 0}
