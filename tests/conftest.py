@@ -144,6 +144,8 @@ CLOCK_SENSITIVE = (
     "tests/adapters/hl7v2/test_mllp_server.py",
     "tests/deadletter/test_console_http.py",
     "tests/core/test_clock.py",
+    "tests/adapters/fhir/test_tls.py",
+    "tests/adapters/hl7v2/test_mllp_tls.py",
 )
 
 

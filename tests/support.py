@@ -196,7 +196,9 @@ class Proc:
 def base_env(config: Path, redis_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CALEHR_", "REDIS_"))}
     env.update({"CALEHR_CONFIG": str(config), "REDIS_URL": redis_url,
-                "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)})
+                "PYTHONUNBUFFERED": "1",
+                # keeps tests/clockshift (the moved-clock run) on the path of every child process
+                "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))})
     return env
 
 
