@@ -107,6 +107,8 @@ def deliver_one(rt: Runtime, d: Delivery, known: dict[str, Loaded] | None = None
     entry = {"n": attempt, "at": started, "duration_ms": duration_ms, "outcome": outcome,
              "ack_code": result.ack_code, "status_code": result.status_code,
              "detail": result.detail, "control_id": d.control_id}
+    if result.notes:  # stray ACKs discarded, commit ACKs, protocol errors: ids and codes only
+        entry["notes"] = list(result.notes)
     log.info("delivery attempt %s", outcome, extra={**ctx, "attempt": attempt,
                                                   "outcome": outcome, "ack_code": result.ack_code})
     if result.ok:

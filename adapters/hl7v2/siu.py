@@ -86,7 +86,7 @@ def _msh(p: SiuProfile, message_event: str, control_id: str, when: str) -> str:
         "MSH", "^~\\&", escape(p.sending_application), escape(p.sending_facility),
         escape(p.receiving_application), escape(p.receiving_facility), when, "",
         f"SIU^{message_event}^SIU_S12", escape(control_id), escape(p.processing_id), "2.5.1",
-        "", "", "", "", "", escape(p.charset),
+        "", "", escape(p.accept_ack_type), escape(p.application_ack_type), "", escape(p.charset),
     ])
 
 
