@@ -116,6 +116,8 @@ class TargetSettings:
     ack_mode: str = "original"
     accept_ack_type: str = "AL"  # MSH-15 in enhanced mode
     application_ack_type: str = "AL"  # MSH-16 in enhanced mode
+    # the EHR sends SIU for appointments the bridge created (their echo may come late)
+    ehr_echoes: bool = True
 
     @property
     def zone(self) -> ZoneInfo:
@@ -531,6 +533,7 @@ def _parse_target(s: _Section) -> TargetSettings:
         ack_mode=s.get("ack_mode", str, d.ack_mode),
         accept_ack_type=s.get("accept_ack_type", str, d.accept_ack_type),
         application_ack_type=s.get("application_ack_type", str, d.application_ack_type),
+        ehr_echoes=s.get("ehr_echoes", bool, d.ehr_echoes),
     )
     s.done()
     _check_ack_mode(t, s.name)
