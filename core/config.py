@@ -50,6 +50,7 @@ class ProviderSettings:
     ics_token: str = ""
     strategy: str = "ics"  # ics | api
     id_authority: str = ""
+    fhir_id: str = ""  # the EHR's FHIR Practitioner id: inbound `Practitioner/<fhir_id>` matches
 
 
 @dataclass(frozen=True)
@@ -383,6 +384,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
             ics_token=s.get("ics_token", str, ""),
             strategy=strategy,
             id_authority=s.get("id_authority", str, ""),
+            fhir_id=s.get("fhir_id", str, ""),
         ))
         s.done()
 

@@ -199,3 +199,43 @@ def test_without_an_api_key_each_ehr_change_is_an_action_for_staff(stack, outbox
                          timeout=60)
     assert run.returncode == 0, run.stderr
     assert all(d["id"] in run.stdout for d in dls)
+
+
+def test_fhir_ehr_speaking_of_our_appointment_is_no_block_and_its_cancel_is_an_action(
+        stack, outbox, rclient):
+    from tests.adapters.fhir.fhir_server import FhirServer
+    from tests.adapters.fhir.helpers import PATIENT_SYSTEM
+
+    token = "fhir-inbound-token"
+    with FhirServer() as server:
+        target = (f'[[targets]]\nname = "fhir"\nkind = "fhir"\nurl = "{server.base_url}"\n'
+                  f'patient_identifier_system = "{PATIENT_SYSTEM}"\n')
+        stack.write_config(config_text(outbox, extra_targets=target,
+                                       routes='[[routes]]\ntargets = ["fhir"]\n')
+                           + f'\n[inbound]\nfhir_token = "{token}"\n')
+        base = stack.web()
+        stack.worker()
+        assert post_signed(base, body("02_booking_created.json", DAY)).status_code == 202
+        sent = wait_for(lambda: server.all("Appointment") or None, 30,
+                        message="the Appointment at the FHIR server")[0]
+        assert sent["identifier"][0] == {"system": "urn:calcom:appointment", "value": KEY}
+
+        def put(resource: dict) -> int:
+            import requests
+
+            return requests.put(f"{base}/fhir/Appointment/{resource['id']}",
+                                json=resource, timeout=10,
+                                headers={"Authorization": f"Bearer {token}"}).status_code
+
+        # the EHR hands our own Appointment back (as a subscription or an interface would)
+        assert put(sent) in (200, 201)
+        assert busy_events(base) == {} and dead_letters(rclient) == []
+        # then cancels it on its side: no key for Cal.com, so a person is told what to do
+        assert put({**sent, "status": "cancelled",
+                    "cancelationReason": {"text": "Doctor ill"}}) == 200
+        dl = wait_for(lambda: dead_letters(rclient) or None, 15, message="the action item")[0]
+        assert (dl["stage"], dl["error_code"], dl["target"]) == ("ehr_change", "no_api_key",
+                                                                  "fhir")
+        assert f"cancel booking {CREATED_UID}" in dl["error_text"]
+        assert "Doctor ill" not in dl["error_text"]
+        assert busy_events(base) == {}
