@@ -83,26 +83,47 @@ def calcom():
     fake.close()
 
 
+def start_ehr(stack, kind: str, port: int, out, tmp_path):
+    """The EHR: our `calehr ehr-sim`, or one on Medplum's HL7 stack (npm) that nobody here wrote.
+    Returns how the EHR sends to our listener: messages in, MSA fields of each ACK out."""
+    if kind == "ehr-sim":
+        stack.ehr_sim(port, out)
+        return lambda listener, *msgs: [msa(a) for a in exchange(listener, *msgs)]
+    from tests.adapters.hl7v2.test_medplum_peers import medplum_send
+    from tests.peers.hl7fhir_peers import start
+
+    proc, _ = start("medplum-ehr", "mllp_ehr.cjs", [str(port), str(out), "--enhanced"],
+                    stack.log_dir)
+    stack.procs.append(proc)
+    return lambda listener, *msgs: [
+        next(s for s in a.replace("\n", "\r").split("\r") if s.startswith("MSA|")).split("|")
+        for a in medplum_send(listener, tmp_path, *msgs)]
+
+
+@pytest.mark.parametrize("ehr", ["ehr-sim", "medplum"])
 def test_echo_is_no_block_filler_goes_back_and_ehr_changes_reach_calcom_once(
-        stack, outbox, tmp_path, rclient, calcom):
+        stack, outbox, tmp_path, rclient, calcom, ehr):
     port = free_port()
     stack.write_config(config(outbox, port, calcom))
     sim_out = tmp_path / "sim"
-    stack.ehr_sim(port, sim_out)
+    send = start_ehr(stack, ehr, port, sim_out, tmp_path)
     base = stack.web()
     stack.worker()
     _, listener = start_listener(stack)
+
+    def exchange_acks(*msgs: bytes) -> list[list[str]]:
+        return send(listener, *msgs)
 
     # 1. a patient books in Cal.com: S12 to the EHR
     assert post_signed(base, body("02_booking_created.json", DAY)).status_code == 202
     wait_for(lambda: len(sim_messages(sim_out)) == 1, 30, message="the S12 at the EHR")
     # 2. the EHR echoes it with its own filler id: AA, no busy block, no conflict
-    (ack,) = exchange(listener, ehr_siu("S12", "ECHO-1", DAY))
-    assert msa(ack)[1:3] == ["AA", "ECHO-1"]
+    (ack,) = exchange_acks(ehr_siu("S12", "ECHO-1", DAY))
+    assert ack[1:3] == ["AA", "ECHO-1"]
     # an appointment the EHR booked itself still blocks (the feed works)
-    (ack,) = exchange(listener, ehr_siu("S12", "OWN-1", DAY + timedelta(hours=3),
+    (ack,) = exchange_acks(ehr_siu("S12", "OWN-1", DAY + timedelta(hours=3),
                                         placer="", filler="E-9000^EHR"))
-    assert msa(ack)[1] == "AA"
+    assert ack[1] == "AA"
     events = wait_for(lambda: busy_events(base) or None, 15, message="the EHR's own block")
     assert [e["start"] for e in events.values()] == [DAY + timedelta(hours=3)]
     assert dead_letters(rclient) == []
@@ -116,8 +137,8 @@ def test_echo_is_no_block_filler_goes_back_and_ehr_changes_reach_calcom_once(
     assert str(s13.segment("SCH")[2]) == "E-7781^EHR"
     assert str(s13.segment("SCH")[1]) == f"{KEY}^CALCOM"
     # its echo (and a late echo of the S12) change nothing and call Cal.com for nothing
-    acks = exchange(listener, ehr_siu("S13", "ECHO-2", moved_at), ehr_siu("S12", "ECHO-3", DAY))
-    assert [msa(a)[1] for a in acks] == ["AA", "AA"]
+    acks = exchange_acks(ehr_siu("S13", "ECHO-2", moved_at), ehr_siu("S12", "ECHO-3", DAY))
+    assert [a[1] for a in acks] == ["AA", "AA"]
 
     # Cal.com holds the booking as its API shows it
     calcom.put(api_booking(MOVED_UID, _z(moved_at), _z(moved_at + timedelta(minutes=30)),
@@ -125,9 +146,9 @@ def test_echo_is_no_block_filler_goes_back_and_ehr_changes_reach_calcom_once(
 
     # 4. the clinic moves it in the EHR: Cal.com reschedules, once
     ehr_moved_at = DAY + timedelta(days=2)
-    (ack,) = exchange(listener, ehr_siu("S13", "MOVE-1", ehr_moved_at,
+    (ack,) = exchange_acks(ehr_siu("S13", "MOVE-1", ehr_moved_at,
                                         reason="Clinic moved the slot"))
-    assert msa(ack)[1] == "AA"
+    assert ack[1] == "AA"
     posts = wait_for(lambda: calcom.posts() or None, 20, message="the reschedule at Cal.com")
     assert [p["path"] for p in posts] == [f"/v2/bookings/{MOVED_UID}/reschedule"]
     assert posts[0]["body"] == {"start": ehr_moved_at.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
@@ -143,9 +164,9 @@ def test_echo_is_no_block_filler_goes_back_and_ehr_changes_reach_calcom_once(
     assert delivery_state(rclient, echo_id)[1].startswith("echo:")
 
     # 5. the clinic cancels in the EHR, naming only its filler id: Cal.com cancels, once
-    (ack,) = exchange(listener, ehr_siu("S15", "CANCEL-1", ehr_moved_at, placer="",
+    (ack,) = exchange_acks(ehr_siu("S15", "CANCEL-1", ehr_moved_at, placer="",
                                         status="Cancelled", reason="Doctor ill"))
-    assert msa(ack)[1] == "AA"
+    assert ack[1] == "AA"
     posts = wait_for(lambda: len(p := calcom.posts()) == 2 and p, 20,
                      message="the cancel at Cal.com")
     assert posts[1]["path"] == f"/v2/bookings/{new_uid}/cancel"
@@ -156,8 +177,8 @@ def test_echo_is_no_block_filler_goes_back_and_ehr_changes_reach_calcom_once(
     assert wait_for(lambda: delivery_state(rclient, cancel_id)[0] == "skipped", 30,
                     message="the returning cancel webhook skipped")
     # a repeat of the EHR's cancel is an echo of what it told us: no second call
-    (ack,) = exchange(listener, ehr_siu("S15", "CANCEL-2", ehr_moved_at, status="Cancelled"))
-    assert msa(ack)[1] == "AA"
+    (ack,) = exchange_acks(ehr_siu("S15", "CANCEL-2", ehr_moved_at, status="Cancelled"))
+    assert ack[1] == "AA"
 
     assert len(sim_messages(sim_out)) == 2  # S12 and S13 only: nothing came back as new
     assert len(calcom.posts()) == 2
