@@ -28,6 +28,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 """
 MAX_PER_RUN = 50
+# messages that only repeat a change the EHR made itself are not sent back (S14 carries more:
+# a meeting ended, a no-show taken back)
+ECHO_CHECKED = ("S12", "S13", "S15", "S26")
 
 
 def drain(rt: Runtime, key: str, target: str, known: dict[str, Loaded] | None = None) -> str:
@@ -94,7 +97,8 @@ def deliver_one(rt: Runtime, d: Delivery, known: dict[str, Loaded] | None = None
 
     echoes = EhrEchoLedger(rt.redis, rt.settings.key_prefix)
     ehr_state = fingerprint(d.message_event, event.start, event.end)
-    if not d.force and ehr_state and echoes.ehr_made(d.appointment_key, d.target, ehr_state):
+    if not d.force and d.message_event in ECHO_CHECKED and ehr_state \
+            and echoes.ehr_made(d.appointment_key, d.target, ehr_state):
         return _skip(rt, d, "echo:the EHR made this change itself", ctx)
     override = rt.ledger.override(d.id) if d.has_override else None
     filler = echoes.filler(d.appointment_key, d.target) if target.kind != "fhir" else None

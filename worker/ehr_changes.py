@@ -27,8 +27,9 @@ from adapters.calcom.http import CalcomApiError
 from adapters.calcom.payload import normalise, parse_body
 from core.audit import AuditLog
 from core.config import Settings, TargetSettings
-from core.crypto import Cipher
+from core.crypto import Cipher, DecryptError
 from core.ehr_echo import EhrEchoLedger, Filler, fingerprint
+from core.errors import PayloadError
 from core.models import AppointmentEvent
 from core.store import EventStore
 from deadletter.store import DeadLetterStore
@@ -241,10 +242,15 @@ class OwnAppointments:
         event_id = self.r.hget(self.ledger.appt(key), "last_event_id")
         if not event_id:
             return None
-        stored = self.store.get(event_id.decode())
-        if stored is None:
+        try:
+            stored = self.store.get(event_id.decode())
+            if stored is None:
+                return None
+            return normalise(event_id.decode(), parse_body(stored.body), self.ledger.resolve)
+        except (DecryptError, PayloadError) as exc:  # retention or a bad body: nothing to act on
+            log.warning("last event of an appointment unreadable: %s", exc.__class__.__name__,
+                        extra={"appointment_key": key})
             return None
-        return normalise(event_id.decode(), parse_body(stored.body), self.ledger.resolve)
 
 
 def _action(event: str, state: str) -> str | None:
