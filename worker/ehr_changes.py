@@ -121,7 +121,7 @@ class OwnAppointments:
         if last is None:
             log.warning("EHR change for an appointment the ledger does not know", extra=ctx)
             return "own:unknown_appointment"
-        if _calcom_has(last, self.ledger.r.hget(self.ledger.appt(key), "status"), state):
+        if _calcom_has(last, self.r.hget(self.ledger.appt(key), "status"), state):
             self.echoes.reported(key, target.name, state)
             return "own:same"
         self.echoes.reported(key, target.name, state)
