@@ -67,6 +67,7 @@ class EhrEchoLedger:
         pipe.hset(h, "filler", value)
         pipe.expire(h, TTL_SECONDS)
         pipe.hset(self._filler_index(target), filler.id, key)
+        pipe.expire(self._filler_index(target), TTL_SECONDS)  # idle for a year: gone
         before = pipe.execute()[0]
         return (before.decode() if before else "") != value
 
