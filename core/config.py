@@ -50,6 +50,7 @@ class ProviderSettings:
     ics_token: str = ""
     strategy: str = "ics"  # ics | api
     id_authority: str = ""
+    fhir_id: str = ""  # the EHR's FHIR Practitioner id: inbound `Practitioner/<fhir_id>` matches
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,12 @@ class TargetSettings:
     client_secret: str = ""
     identifier_system: str = "urn:calcom:appointment"
     patient_identifier_system: str = ""
+    # mllp: original (MSH-15/16 empty; AA/AE/AR answer) | enhanced (MSH-15/16 below, table 0155)
+    ack_mode: str = "original"
+    accept_ack_type: str = "AL"  # MSH-15 in enhanced mode
+    application_ack_type: str = "AL"  # MSH-16 in enhanced mode
+    # the EHR sends SIU for appointments the bridge created (their echo may come late)
+    ehr_echoes: bool = True
 
     @property
     def zone(self) -> ZoneInfo:
@@ -377,6 +384,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
             ics_token=s.get("ics_token", str, ""),
             strategy=strategy,
             id_authority=s.get("id_authority", str, ""),
+            fhir_id=s.get("fhir_id", str, ""),
         ))
         s.done()
 
@@ -524,8 +532,13 @@ def _parse_target(s: _Section) -> TargetSettings:
         client_secret=s.get("client_secret", str, ""),
         identifier_system=s.get("identifier_system", str, d.identifier_system),
         patient_identifier_system=s.get("patient_identifier_system", str, ""),
+        ack_mode=s.get("ack_mode", str, d.ack_mode),
+        accept_ack_type=s.get("accept_ack_type", str, d.accept_ack_type),
+        application_ack_type=s.get("application_ack_type", str, d.application_ack_type),
+        ehr_echoes=s.get("ehr_echoes", bool, d.ehr_echoes),
     )
     s.done()
+    _check_ack_mode(t, s.name)
     if t.status_case not in ("title", "upper"):
         raise ConfigError(f"{s.name}.status_case: must be 'title' or 'upper'")
     if kind == "mllp" and not (0 < t.port < 65536):
@@ -537,6 +550,22 @@ def _parse_target(s: _Section) -> TargetSettings:
     if t.auth not in ("none", "bearer", "oauth2"):
         raise ConfigError(f"{s.name}.auth: must be none, bearer or oauth2")
     return t
+
+
+_ACK_TYPES = ("AL", "NE", "ER", "SU")  # HL7 table 0155
+
+
+def _check_ack_mode(t: TargetSettings, name: str) -> None:
+    if t.ack_mode not in ("original", "enhanced"):
+        raise ConfigError(f"{name}.ack_mode: must be 'original' or 'enhanced'")
+    for key in ("accept_ack_type", "application_ack_type"):
+        if getattr(t, key) not in _ACK_TYPES:
+            raise ConfigError(f"{name}.{key}: must be one of AL, NE, ER, SU (HL7 table 0155)")
+    if t.ack_mode == "enhanced" and not ({t.accept_ack_type, t.application_ack_type}
+                                         & {"AL", "SU"}):
+        raise ConfigError(f"{name}.application_ack_type: with accept_ack_type "
+                          f"{t.accept_ack_type} the EHR would never confirm a message; "
+                          "one of the two must be AL or SU")
 
 
 def _dataclass_section(raw: dict[str, Any], name: str, cls: type) -> Any:

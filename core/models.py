@@ -123,3 +123,4 @@ class DeliveryResult:
     retry_after: float | None = None
     remote_id: str | None = None
     response_excerpt: str = ""  # may hold PHI (ERR text echoes fields): stored encrypted only
+    notes: tuple[str, ...] = ()  # protocol notes for the attempt record (ids and codes only)

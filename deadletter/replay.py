@@ -23,6 +23,9 @@ def replay(rt: Runtime, dl_id: str, actor: str, *, force: bool = False) -> str:
         raise ReplayError(f"dead letter {dl_id} is {d.state}; only open ones can be replayed")
     if d.stage == "conflict":
         raise ReplayError("a conflict is resolved by a person in the EHR or Cal.com, not replayed")
+    if d.stage == "ehr_change":
+        raise ReplayError("an EHR-side change is made in Cal.com by a person, then resolved; "
+                          "not replayed")
     if d.delivery_id:
         delivery = rt.ledger.get_delivery(d.delivery_id)
         if delivery is None:

@@ -16,7 +16,9 @@ import redis
 
 from core.crypto import Cipher
 
-STAGES = ("ingest", "ordering", "mapping", "delivery", "conflict")
+STAGES = ("ingest", "ordering", "mapping", "delivery", "conflict", "ehr_change")
+# for a person to act on (in the EHR or in Cal.com), then resolve; nothing to replay
+PERSON_STAGES = ("conflict", "ehr_change")
 STATES = ("open", "replayed", "resolved", "discarded")
 
 

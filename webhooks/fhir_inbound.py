@@ -7,7 +7,13 @@ with an OperationOutcome whose text names the element, never a value from the bo
 Appointment.status booked, pending, arrived, checked-in → block; cancelled, entered-in-error
 → release; noshow and others → nothing. Slot.status busy, busy-unavailable, busy-tentative →
 block; free, entered-in-error → release. The provider: a participant actor (Appointment) or the
-schedule (Slot) whose identifier value, or reference id, is a configured `ehr_id`.
+schedule (Slot) whose identifier value, or reference id, is a configured `ehr_id`, or whose
+reference (`Practitioner/<id>`) names a provider's configured `fhir_id`.
+
+An Appointment whose identifier system is a FHIR target's `identifier_system` is one the bridge
+sent: never a block; a move, cancel or no-show of it goes to Cal.com (worker/ehr_changes.py).
+The answer is the stored resource (id, meta.versionId, meta.lastUpdated), or what `Prefer:
+return=minimal | OperationOutcome` asks for, with Location, ETag and Last-Modified.
 """
 
 from __future__ import annotations
@@ -15,8 +21,11 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 
 import redis
@@ -96,7 +105,9 @@ def _actors(resource: dict[str, Any]) -> list[Any]:
     return actors
 
 
-def to_change(resource: dict[str, Any], known: frozenset[str], url_id: str | None) -> BlockChange:
+def to_change(resource: dict[str, Any], known: Mapping[str, str],
+              url_id: str | None) -> BlockChange:
+    """`known`: the ids a provider may be named by (its `ehr_id`, its `fhir_id`) -> `ehr_id`."""
     kind = resource["resourceType"]
     status = resource.get("status")
     actions = APPOINTMENT_ACTIONS if kind == "Appointment" else SLOT_ACTIONS
@@ -107,7 +118,8 @@ def to_change(resource: dict[str, Any], known: frozenset[str], url_id: str | Non
     origin = f"fhir:{kind}"
     if action != BLOCK:
         return BlockChange(action, key, origin=origin)
-    providers = tuple(dict.fromkeys(i for a in _actors(resource) for i in _ref_ids(a) if i in known))
+    providers = tuple(dict.fromkeys(known[i] for a in _actors(resource) for i in _ref_ids(a)
+                                    if i in known))
     if not providers:
         where = "participant.actor" if kind == "Appointment" else "schedule"
         raise FhirInboundError(422, "not-found", f"no {where} identifies a configured provider")
@@ -147,7 +159,8 @@ def _read(kind: str) -> tuple[bytes, dict[str, Any]]:
 class _Inbound:
     store: InboundStore
     service: Any  # worker.blocking.BlockingService, imported on first use
-    known: frozenset[str]  # EHR ids of the configured providers
+    own: Any  # worker.ehr_changes.OwnAppointments
+    known: dict[str, str]  # ids a provider is named by (ehr_id, fhir_id) -> ehr_id
 
 
 def _inbound() -> _Inbound:
@@ -155,12 +168,15 @@ def _inbound() -> _Inbound:
     inbound = current_app.extensions.get("calehr-fhir-inbound")
     if inbound is None:
         from worker.blocking import BlockingService
+        from worker.ehr_changes import OwnAppointments
 
         ctx = bridge()
         cipher = ctx.store.cipher
+        known = {p.ehr_id: p.ehr_id for p in ctx.settings.providers}
+        known.update({p.fhir_id: p.ehr_id for p in ctx.settings.providers if p.fhir_id})
         inbound = _Inbound(InboundStore.for_settings(ctx.settings, ctx.redis, cipher),
                            BlockingService(ctx.settings, ctx.redis, cipher),
-                           frozenset(p.ehr_id for p in ctx.settings.providers))
+                           OwnAppointments(ctx.settings, ctx.redis, cipher), known)
         current_app.extensions["calehr-fhir-inbound"] = inbound
     return inbound
 
@@ -170,28 +186,110 @@ def _handle(kind: str, url_id: str | None) -> tuple[Response, int]:
         return outcome(401, "error", "login", "a valid bearer token is required")
     inbound = _inbound()
     service = inbound.service
+    applied = None
     try:
         raw, resource = _read(kind)
+        if url_id is not None and resource.get("id") not in (None, url_id):
+            raise FhirInboundError(400, "invalid", f"{kind}.id does not match the id in the URL")
+        rid = url_id or _clean_id(resource.get("id")) or uuid.uuid4().hex
         message_id = inbound.store.put(raw, source="fhir", kind=kind)
         try:
-            change = to_change(resource, inbound.known, url_id)
+            own = _own_appointment(inbound, resource) if kind == "Appointment" else None
+            if own is None:
+                change = to_change(resource, inbound.known, url_id)
         except FhirInboundError as exc:
             inbound.store.finish(message_id, f"rejected:{exc.code}")
             raise
-        applied = service.apply(change)
-        inbound.store.finish(message_id, applied.outcome)
+        if own is None:
+            applied = service.apply(change)
+        inbound.store.finish(message_id, own or applied.outcome)
+        version = inbound.store.r.hincrby(_versions_key(), f"{kind}/{rid}", 1)
     except FhirInboundError as exc:
         log.warning("FHIR %s rejected: %s", kind, exc.text, extra={"outcome": str(exc.status)})
         return outcome(exc.status, "error", exc.code, exc.text)
     except redis.RedisError as exc:
         log.error("FHIR inbound: store unavailable: %s", exc.__class__.__name__)
         return outcome(503, "error", "transient", "the block store cannot be reached; retry later")
-    if applied.api_pending:  # short timeouts; what fails stays queued for `calehr mllp`
-        service.sync.run([f"{provider}|{change.uid}" for provider in applied.providers])
-    log.info("FHIR %s applied: %s", kind, applied.outcome, extra={"outcome": applied.outcome})
-    status = 201 if request.method == "POST" else 200
-    return outcome(status, "information", "informational",
-                   f"{applied.outcome}: {len(applied.providers)} provider(s)")
+    if own is not None:
+        if own.endswith("_queued"):  # short timeouts; what fails stays queued for the beat
+            inbound.own.run_pending()
+        said = f"{own}: about a Cal.com booking of ours, no block"
+    else:
+        if applied.api_pending:  # short timeouts; what fails stays queued for `calehr mllp`
+            service.sync.run([f"{provider}|{change.uid}" for provider in applied.providers])
+        said = f"{applied.outcome}: {len(applied.providers)} provider(s)"
+    log.info("FHIR %s applied: %s", kind, own or applied.outcome,
+             extra={"outcome": own or applied.outcome})
+    return _answer(kind, rid, int(version), resource, said)
+
+
+def _answer(kind: str, rid: str, version: int, resource: dict[str, Any],
+            said: str) -> tuple[Response, int]:
+    """What a FHIR server answers a create or update with: the stored resource (or what
+    `Prefer: return=` asks for), Location, ETag and Last-Modified."""
+    created = request.method == "POST" or version == 1
+    status = 201 if created else 200
+    now = datetime.now(UTC).replace(microsecond=0)
+    stored = {**resource, "id": rid,
+              "meta": {**(resource.get("meta") if isinstance(resource.get("meta"), dict)
+                          else {}),
+                       "versionId": str(version),
+                       "lastUpdated": now.isoformat().replace("+00:00", "Z")}}
+    prefer = request.headers.get("Prefer", "").replace(" ", "").lower()
+    if "return=minimal" in prefer:
+        resp = Response(status=status)
+    elif "return=operationoutcome" in prefer:
+        resp = outcome(status, "information", "informational", said)[0]
+    else:
+        resp = Response(json.dumps(stored), status=status, mimetype="application/fhir+json")
+    resp.headers["Location"] = f"{request.url_root}fhir/{kind}/{rid}/_history/{version}"
+    resp.headers["ETag"] = f'W/"{version}"'
+    resp.headers["Last-Modified"] = format_datetime(now, usegmt=True)
+    return resp, status
+
+
+def _clean_id(value: Any) -> str:
+    """A client's id kept when it is a valid FHIR id ([A-Za-z0-9-.]{1,64})."""
+    if isinstance(value, str) and 0 < len(value) <= 64 and \
+            all(c.isascii() and (c.isalnum() or c in "-.") for c in value):
+        return value
+    return ""
+
+
+def _versions_key() -> str:
+    return f"{bridge().settings.key_prefix}:fhir-inbound:versions"
+
+
+# FHIR Appointment status -> what the EHR did, in SIU terms (for our own appointments)
+OWN_EVENTS = {"booked": "S13", "pending": "S13", "arrived": "S14", "checked-in": "S14",
+              "fulfilled": "S14", "cancelled": "S15", "entered-in-error": "S15", "noshow": "S26"}
+
+
+def _own_appointment(inbound: _Inbound, resource: dict[str, Any]) -> str | None:
+    """The outcome when the Appointment is one the bridge sent (its identifier system is a
+    FHIR target's `identifier_system`), else None."""
+    from worker.ehr_changes import EhrReport
+
+    settings = bridge().settings
+    for ident in resource.get("identifier") or []:
+        if not isinstance(ident, dict) or not isinstance(ident.get("value"), str):
+            continue
+        target = next((t for t in settings.targets if t.kind == "fhir"
+                       and t.identifier_system == ident.get("system")), None)
+        if target is None or not ident["value"]:
+            continue
+        status = resource.get("status")
+        event = OWN_EVENTS.get(status, "S14") if isinstance(status, str) else "S14"
+        start = end = None
+        if event == "S13":
+            start = _instant(resource.get("start"), "Appointment.start")
+            end = _instant(resource.get("end"), "Appointment.end")
+        reason = resource.get("cancelationReason")
+        text = reason.get("text") if isinstance(reason, dict) else None
+        return inbound.own.handle(ident["value"], target, EhrReport(
+            event=event, start=start, end=end, status=status if isinstance(status, str) else "",
+            reason=text if isinstance(text, str) else "", origin="fhir:Appointment"))
+    return None
 
 
 @bp.post("/Appointment")

@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 
+from core.ehr_echo import EhrEchoLedger, fingerprint
 from core.errors import MappingError
 from core.models import DeliveryResult, EventKind
 from core.redact import error_text
@@ -27,6 +28,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 """
 MAX_PER_RUN = 50
+# messages that only repeat a change the EHR made itself are not sent back (S14 carries more:
+# a meeting ended, a no-show taken back)
+ECHO_CHECKED = ("S12", "S13", "S15", "S26")
 
 
 def drain(rt: Runtime, key: str, target: str, known: dict[str, Loaded] | None = None) -> str:
@@ -91,11 +95,17 @@ def deliver_one(rt: Runtime, d: Delivery, known: dict[str, Loaded] | None = None
         return _dead(rt, d, "mapping", "event_unavailable", exc.__class__.__name__,
                      error_text(exc), None, ctx)
 
+    echoes = EhrEchoLedger(rt.redis, rt.settings.key_prefix)
+    ehr_state = fingerprint(d.message_event, event.start, event.end)
+    if not d.force and d.message_event in ECHO_CHECKED and ehr_state \
+            and echoes.ehr_made(d.appointment_key, d.target, ehr_state):
+        return _skip(rt, d, "echo:the EHR made this change itself", ctx)
     override = rt.ledger.override(d.id) if d.has_override else None
+    filler = echoes.filler(d.appointment_key, d.target) if target.kind != "fhir" else None
     attempt = rt.ledger.start_attempt(d.id)
     started = time.time()
     try:
-        result, wire = send_event(rt.settings, target, event, d, override)
+        result, wire = send_event(rt.settings, target, event, d, override, filler)
     except MappingError as exc:
         return _dead(rt, d, "mapping", _code(str(exc)), "MappingError", str(exc), None, ctx)
     except Exception as exc:  # noqa: BLE001 - a bug must not lose the event: retry, then DLQ
@@ -107,9 +117,12 @@ def deliver_one(rt: Runtime, d: Delivery, known: dict[str, Loaded] | None = None
     entry = {"n": attempt, "at": started, "duration_ms": duration_ms, "outcome": outcome,
              "ack_code": result.ack_code, "status_code": result.status_code,
              "detail": result.detail, "control_id": d.control_id}
+    if result.notes:  # stray ACKs discarded, commit ACKs, protocol errors: ids and codes only
+        entry["notes"] = list(result.notes)
     log.info("delivery attempt %s", outcome, extra={**ctx, "attempt": attempt,
                                                   "outcome": outcome, "ack_code": result.ack_code})
     if result.ok:
+        echoes.sent(d.appointment_key, d.target, ehr_state)
         return _delivered(rt, d, entry, wire, result, received_at, ctx)
     if wire is not None:
         rt.ledger.store_wire(d.id, wire)

@@ -17,12 +17,14 @@ import redis
 
 from adapters.hl7v2.ack import build_ack
 from adapters.hl7v2.charset import codec_for, decode_message, sniff_msh18
-from adapters.hl7v2.inbound import Header, InboundError, parse_header, parse_siu
-from core.config import Settings
+from adapters.hl7v2.inbound import Header, InboundError, parse_header, parse_refs, parse_siu
+from core.config import Settings, TargetSettings
 from core.crypto import Cipher
+from core.ehr_echo import Filler
 from core.inbound_store import InboundStore, dedupe_key
 from core.redis_client import make_redis
 from worker.blocking import BlockingService
+from worker.ehr_changes import EhrReport, OwnAppointments
 
 log = logging.getLogger(__name__)
 ENHANCED = {"AA": "CA", "AE": "CE", "AR": "CR"}
@@ -39,6 +41,22 @@ def site_zone(settings: Settings, header: Header) -> ZoneInfo:
     return ZoneInfo(zones.pop()) if len(zones) == 1 else ZoneInfo("UTC")
 
 
+def ehr_target(settings: Settings, header: Header) -> TargetSettings | None:
+    """The HL7 target the sender is: its receiving facility (MSH-4) or application (MSH-3)
+    names the sender, else the only HL7 target there is."""
+    hl7 = sorted((t for t in settings.targets if t.kind in ("mllp", "file")),
+                 key=lambda t: t.kind != "mllp")  # the EHR that talks MLLP to us, first
+    facility = header.sending_facility.split("^")[0].strip().lower()
+    application = header.sending_application.split("^")[0].strip().lower()
+    for target in hl7:
+        if facility and target.receiving_facility.lower() == facility:
+            return target
+    for target in hl7:
+        if application and target.receiving_application.lower() == application:
+            return target
+    return hl7[0] if len(hl7) == 1 else None
+
+
 class Hl7InboundHandler:
     def __init__(self, settings: Settings, client: redis.Redis,
                  on_pending: Callable[[], None] | None = None) -> None:
@@ -46,6 +64,7 @@ class Hl7InboundHandler:
         self.settings = settings
         self.store = InboundStore.for_settings(settings, client, cipher)
         self.blocking = BlockingService(settings, client, cipher)
+        self.own = OwnAppointments(settings, client, cipher)
         self.known = frozenset(p.ehr_id for p in settings.providers)
         self.on_pending = on_pending
 
@@ -82,8 +101,14 @@ class Hl7InboundHandler:
 
     def _process(self, text: str, header: Header, message_id: str) -> tuple[str, str, bool]:
         """(ACK text, outcome code, final). Not final: a repeat of the message is processed again."""
+        zone = site_zone(self.settings, header)
         try:
-            change = parse_siu(text, self.known, site_zone(self.settings, header))
+            own = self._own_appointment(text, header, zone)
+            if own is not None:
+                if own.endswith("_queued") and self.on_pending is not None:
+                    self.on_pending()
+                return self._ack(text, header, "AA", "", "", message_id), own, True
+            change = parse_siu(text, self.known, zone)
             applied = self.blocking.apply(change)
         except InboundError as exc:
             return (self._ack(text, header, exc.ack_code, exc.text, exc.error_code, message_id),
@@ -96,6 +121,23 @@ class Hl7InboundHandler:
         if applied.api_pending and self.on_pending is not None:
             self.on_pending()
         return self._ack(text, header, "AA", "", "", message_id), applied.outcome, True
+
+    def _own_appointment(self, text: str, header: Header, zone: ZoneInfo) -> str | None:
+        """The outcome when the SIU is about a Cal.com booking of ours, else None."""
+        if header.message_type != "SIU":
+            return None
+        try:
+            refs = parse_refs(text, zone)
+        except InboundError:
+            return None  # parse_siu names the problem
+        target = ehr_target(self.settings, header)
+        key = self.own.key_for(refs.placer_id, refs.placer_namespace, refs.filler_id, target)
+        if key is None:
+            return None
+        filler = Filler(refs.filler_id, refs.filler_namespace) if refs.filler_id else None
+        return self.own.handle(key, target, EhrReport(
+            event=refs.event, start=refs.start, end=refs.end, status=refs.status,
+            reason=refs.reason, filler=filler, origin=f"hl7:{refs.event}"))
 
     @staticmethod
     def _ack(text: str, header: Header, code: str, reason: str, error_code: str,
@@ -121,15 +163,19 @@ class InboundApp:
             self._loop.call_soon_threadsafe(self._kick.set)
 
     async def sync_loop(self, stop: asyncio.Event) -> None:
-        """Create and cancel Cal.com blocker bookings for api-strategy providers, until `stop`."""
+        """Create and cancel Cal.com blocker bookings for api-strategy providers, and make the
+        EHR's changes to Cal.com bookings in Cal.com, until `stop`."""
         sync = self.handler.blocking.sync
-        if not sync.providers:
+        own = self.handler.own
+        if not sync.providers and not own.settings.calcom.api_key:
             return
         self._loop, self._kick = asyncio.get_running_loop(), asyncio.Event()
         while not stop.is_set():
             self._kick.clear()
             try:
-                await asyncio.to_thread(sync.run_pending)
+                if sync.providers:
+                    await asyncio.to_thread(sync.run_pending)
+                await asyncio.to_thread(own.run_pending)
             except redis.RedisError as exc:
                 log.error("blocker sync: Redis unavailable: %s", exc.__class__.__name__)
             except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure

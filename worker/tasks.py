@@ -121,6 +121,10 @@ def sweep(rt: Runtime) -> dict:
         rt.redis.zadd(rt.store.keys.unprocessed, {event_id: now})  # not again for a while
         rt.reprocess(event_id, False)
         resent += 1
+    if rt.settings.calcom.api_key:  # EHR-side changes the MLLP listener or FHIR inbound queued
+        from worker.ehr_changes import OwnAppointments
+
+        OwnAppointments(rt.settings, rt.redis, rt.ledger.cipher).run_pending(now)
     purged = {}
     if rt.redis.set(f"{rt.settings.key_prefix}:retention:ran", "1", nx=True,
                     ex=max(1, int(rt.settings.retention.run_interval_seconds))):

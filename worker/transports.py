@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 from core.config import Settings, TargetSettings
+from core.ehr_echo import Filler
 from core.models import AppointmentEvent, DeliveryResult
 from worker.ledger import Delivery
 
@@ -46,7 +47,7 @@ def _transport(target: TargetSettings):
 
 
 def build_wire(settings: Settings, target: TargetSettings, event: AppointmentEvent,
-               d: Delivery) -> bytes:
+               d: Delivery, filler: Filler | None = None) -> bytes:
     """The message the target would get (used by delivery and by `calehr map`)."""
     if target.kind == "fhir":
         from adapters.fhir.mapping import build_appointment
@@ -59,14 +60,16 @@ def build_wire(settings: Settings, target: TargetSettings, event: AppointmentEve
     return build_siu(event, _siu_profile(settings, target.name), message_event=d.message_event,
                      control_id=d.control_id,
                      message_time=datetime.fromtimestamp(d.created_at or 0, UTC),
-                     filler_status=filler_status_for(event))
+                     filler_status=filler_status_for(event),
+                     filler_id=(filler.id, filler.namespace) if filler else None)
 
 
 def send_event(settings: Settings, target: TargetSettings, event: AppointmentEvent,
-               d: Delivery, override: bytes | None) -> tuple[DeliveryResult, bytes | None]:
+               d: Delivery, override: bytes | None,
+               filler: Filler | None = None) -> tuple[DeliveryResult, bytes | None]:
     transport = _transport(target)
     if target.kind == "fhir":
         result = transport.send_appointment(event, _fhir_profile(settings, target.name))
         return result, build_wire(settings, target, event, d)
-    wire = override if override is not None else build_wire(settings, target, event, d)
+    wire = override if override is not None else build_wire(settings, target, event, d, filler)
     return transport.send(wire, d.control_id), wire

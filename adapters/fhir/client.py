@@ -179,7 +179,7 @@ def _http_failure(step: str, resp: requests.Response, phi: list[str]) -> Deliver
     if codes:
         detail += f" issues={','.join(codes)}"
     if diagnostics:
-        detail += f" diagnostics={_clean(diagnostics, phi)[:300]}"
+        detail += f" diagnostics={_clean(diagnostics, phi)[:500]}"
     return DeliveryResult(ok=False, transient=_is_transient(resp.status_code),
                           status_code=resp.status_code, retry_after=_retry_after(resp),
                           detail=detail, response_excerpt=resp.text[:EXCERPT_CHARS])
@@ -190,12 +190,26 @@ def _is_transient(status: int) -> bool:
 
 
 def _outcome(body: dict[str, Any] | None) -> tuple[list[str], str]:
+    """Issue codes, and each issue's words: diagnostics, details.text, and where (expression,
+    else the deprecated location). Servers differ in which of these they fill."""
     if not body or body.get("resourceType") != "OperationOutcome":
         return [], ""
     issues = [i for i in body.get("issue") or [] if isinstance(i, dict)]
     codes = [str(i["code"]) for i in issues if i.get("code")]
-    diagnostics = "; ".join(str(i["diagnostics"]) for i in issues if i.get("diagnostics"))
-    return codes, diagnostics
+    return codes, "; ".join(t for t in (_issue_text(i) for i in issues) if t)
+
+
+def _issue_text(issue: dict[str, Any]) -> str:
+    details = issue.get("details")
+    words = [str(issue["diagnostics"]).strip() if issue.get("diagnostics") else "",
+             str(details["text"]).strip() if isinstance(details, dict) and details.get("text")
+             else ""]
+    words = list(dict.fromkeys(w for w in words if w))  # one server puts the same in both
+    where = issue.get("expression") or issue.get("location")
+    paths = [str(p) for p in where if isinstance(p, str | int)] if isinstance(where, list) else []
+    text = " / ".join(words)
+    return f"{text} (at {', '.join(paths)})" if paths and text else text or (
+        f"at {', '.join(paths)}" if paths else "")
 
 
 def _clean(text: str, phi: list[str]) -> str:

@@ -104,7 +104,7 @@ def build_appointment(event: AppointmentEvent, profile: FhirProfile,
     if profile.allow_notes and event.notes:
         resource["comment"] = event.notes
     resource["participant"] = _participants(event, profile, provider, patient_ref)
-    return resource
+    return without_empty(resource)
 
 
 def build_patient(event: AppointmentEvent, profile: FhirProfile) -> dict[str, Any]:
@@ -114,27 +114,47 @@ def build_patient(event: AppointmentEvent, profile: FhirProfile) -> dict[str, An
         identifier["type"] = {"coding": [{"system": ID_TYPE_SYSTEM, "code": profile.patient.id_type}]}
     patient: dict[str, Any] = {"resourceType": "Patient", "identifier": [identifier]}
     person = event.attendee
+    full, family, given = _text(person.name), _text(person.last_name), _text(person.first_name)
     name: dict[str, Any] = {"use": "official"}
-    if person.name:
-        name["text"] = person.name
-    if person.last_name:
-        name["family"] = person.last_name
-    if person.first_name:
-        name["given"] = [person.first_name]
+    if full:
+        name["text"] = full
+    if family:
+        name["family"] = family
+    if given:
+        name["given"] = [given]
     if len(name) > 1:
         patient["name"] = [name]
     telecom = []
-    phone = event.response(profile.patient.phone_field) or person.phone
+    phone = _text(event.response(profile.patient.phone_field)) or _text(person.phone)
     if phone:
         telecom.append({"system": "phone", "value": phone, "use": "mobile"})
-    if person.email:
-        telecom.append({"system": "email", "value": person.email})
+    email = _text(person.email)
+    if email:
+        telecom.append({"system": "email", "value": email})
     if telecom:
         patient["telecom"] = telecom
     dob = event.response(profile.patient.dob_field)
     if _DATE.match(dob):  # anything else would make the whole resource invalid
         patient["birthDate"] = dob
-    return patient
+    return without_empty(patient)
+
+
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def without_empty(value: Any) -> Any:
+    """FHIR forbids empty and whitespace-only strings and empty arrays and objects: leave them
+    out (and any object or array that is empty once they are out); trim the strings kept."""
+    if isinstance(value, dict):
+        kept = {k: without_empty(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in ("", None, [], {})}
+    if isinstance(value, list):
+        kept_items = [without_empty(v) for v in value]
+        return [v for v in kept_items if v not in ("", None, [], {})]
+    if isinstance(value, str):
+        return value.strip()
+    return value
 
 
 def provider_of(event: AppointmentEvent, profile: FhirProfile) -> ProviderSettings:

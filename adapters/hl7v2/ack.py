@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from adapters.hl7v2.charset import decode_message
@@ -10,7 +10,7 @@ from adapters.hl7v2.escape import escape
 from core.config import TargetSettings
 from core.models import DeliveryResult
 
-ACCEPT_CODES = ("AA", "CA")
+COMMIT_CODES = ("CA", "CE", "CR")
 KNOWN_CODES = ("AA", "AE", "AR", "CA", "CE", "CR")
 
 
@@ -55,27 +55,56 @@ def parse_ack(raw: bytes) -> Ack:
                error_codes=tuple(errors), segments=tuple(segments), raw=text)
 
 
-def classify(raw: bytes, sent_control_id: str, target: TargetSettings) -> DeliveryResult:
-    """Turn an EHR reply into a result. Which codes are transient is the target's policy."""
+@dataclass(frozen=True)
+class AckStep:
+    """What one reply frame means for the message in flight."""
+
+    final: DeliveryResult | None  # None: keep reading for the answer
+    note: str = ""  # a protocol note for the log and the attempt record (ids and codes only)
+
+
+def wants_application_ack(target: TargetSettings) -> bool:
+    """Original mode always answers AA/AE/AR; enhanced mode only when MSH-16 asks for it."""
+    return target.ack_mode == "original" or target.application_ack_type in ("AL", "SU")
+
+
+def judge(raw: bytes, sent_control_id: str, target: TargetSettings) -> AckStep:
+    """Read one reply frame. Which codes are transient is the target's policy."""
     excerpt = decode_message(raw)[:2000]
     try:
         ack = parse_ack(raw)
     except AckError as exc:
-        return DeliveryResult(ok=False, transient=True, detail=f"bad_ack: {exc}",
-                              response_excerpt=excerpt)
+        return AckStep(DeliveryResult(ok=False, transient=True, detail=f"bad_ack: {exc}",
+                                      response_excerpt=excerpt))
     if ack.control_id != sent_control_id:
-        return DeliveryResult(ok=False, transient=True, ack_code=ack.code,
-                              detail="ack_mismatch: MSA-2 does not match the MSH-10 sent",
-                              response_excerpt=excerpt)
+        return AckStep(None, f"ack_mismatch: discarded {ack.code} for MSA-2 "
+                             f"{ack.control_id[:20]!r}, sent {sent_control_id!r}")
+    original = target.ack_mode == "original"
+    note = ""
+    if ack.code in COMMIT_CODES and original:
+        note = f"protocol_error: {ack.code} in original mode (MSH-15/16 empty)"
+    if ack.code == "CA":
+        if wants_application_ack(target):
+            return AckStep(None, note + "; waiting for the application ACK" if note
+                           else "commit CA; waiting for the application ACK")
+        return AckStep(DeliveryResult(ok=True, ack_code="CA", detail="ACK CA",
+                                      response_excerpt=excerpt), note)
+    if ack.code == "AA":
+        return AckStep(DeliveryResult(ok=True, ack_code="AA", detail="ACK AA",
+                                      response_excerpt=excerpt), note)
     errs = f" ERR {','.join(ack.error_codes)}" if ack.error_codes else ""
-    if ack.code in ACCEPT_CODES:
-        return DeliveryResult(ok=True, ack_code=ack.code, detail=f"ACK {ack.code}",
-                              response_excerpt=excerpt)
-    transient = ack.code in target.transient_ack_codes
-    if not transient and ack.code not in target.permanent_ack_codes:
-        transient = False  # a code the policy does not name: a person should look
-    return DeliveryResult(ok=False, transient=transient, ack_code=ack.code,
-                          detail=f"ACK {ack.code}{errs}", response_excerpt=excerpt)
+    transient = ack.code in target.transient_ack_codes  # a code the policy does not name: a person
+    return AckStep(DeliveryResult(ok=False, transient=transient, ack_code=ack.code,
+                                  detail=f"ACK {ack.code}{errs}", response_excerpt=excerpt), note)
+
+
+def classify(raw: bytes, sent_control_id: str, target: TargetSettings) -> DeliveryResult:
+    """One reply read as the whole answer (no further frames will come)."""
+    step = judge(raw, sent_control_id, target)
+    if step.final is not None:
+        return replace(step.final, notes=(step.note,) if step.note else ())
+    return DeliveryResult(ok=False, transient=True, detail=step.note, notes=(step.note,),
+                          response_excerpt=decode_message(raw)[:2000])
 
 
 def build_ack(message: str, code: str, *, text: str = "", error_code: str = "",

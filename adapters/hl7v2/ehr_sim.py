@@ -21,12 +21,16 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 class EhrSimulator:
     def __init__(self, out: Path, ack: str = "AA", delay_ms: int = 0, mismatch: bool = False,
-                 max_frame_bytes: int = 1024 * 1024) -> None:
+                 max_frame_bytes: int = 1024 * 1024, commit_first: bool = False,
+                 stray: bool = False) -> None:
         self.out = out
         self.ack = ack
         self.delay = delay_ms / 1000
         self.mismatch = mismatch
         self.max_frame_bytes = max_frame_bytes
+        self.commit_first = commit_first  # CA, then the application ACK
+        self.stray = stray  # first an AA naming the message before (or an unknown id)
+        self._previous_id = "NEVER-SENT"
         out.mkdir(parents=True, exist_ok=True)
         last = max((int(p.name.split("_", 1)[0]) for p in out.glob("[0-9]*_*.hl7")), default=0)
         self._counter = itertools.count(last + 1)
@@ -52,6 +56,23 @@ class EhrSimulator:
             reply = reply.replace(f"MSA|{self.ack}|{control_id}", f"MSA|{self.ack}|WRONG{control_id}"[:30])
         return reply.encode()
 
+    def answers(self, raw: bytes) -> list[bytes]:
+        """The frames to write back for one message, in order."""
+        reply = self.answer(raw)
+        text = decode_message(raw)
+        segments = split_segments(text)
+        fields = segments[0].split("|") if segments and segments[0].startswith("MSH|") else []
+        if len(fields) < 12:  # garbage: the NAK only
+            return [reply]
+        out = []
+        if self.stray:
+            stray_to = text.replace(f"|{fields[9]}|", f"|{self._previous_id}|", 1)
+            out.append(build_ack(stray_to, "AA").encode())
+        if self.commit_first:
+            out.append(build_ack(text, "CA").encode())
+        self._previous_id = fields[9]
+        return [*out, reply]
+
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         splitter = FrameSplitter(self.max_frame_bytes)
         try:
@@ -61,7 +82,7 @@ class EhrSimulator:
                         assert isinstance(item, bytes)
                         if self.delay:
                             await asyncio.sleep(self.delay)
-                        reply = frame(self.answer(item))
+                        reply = b"".join(frame(r) for r in self.answers(item))
                     elif kind == "oversize":
                         reply = nak("frame too large")
                     else:
@@ -90,8 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--delay-ms", type=int, default=0)
     p.add_argument("--mismatch", action="store_true", help="answer with a wrong MSA-2")
     p.add_argument("--max-frame-bytes", type=int, default=1024 * 1024)
+    p.add_argument("--commit-first", action="store_true",
+                   help="answer CA first, then the application ACK (--ack)")
+    p.add_argument("--stray", action="store_true",
+                   help="before each answer, an AA naming the previous message's MSH-10")
     args = p.parse_args(argv)
-    sim = EhrSimulator(args.out, args.ack, args.delay_ms, args.mismatch, args.max_frame_bytes)
+    sim = EhrSimulator(args.out, args.ack, args.delay_ms, args.mismatch, args.max_frame_bytes,
+                       args.commit_first, args.stray)
     try:
         asyncio.run(serve(args.host, args.port, sim))
     except OSError as exc:

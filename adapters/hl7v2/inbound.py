@@ -215,3 +215,40 @@ def parse_siu(text: str, known_providers: Collection[str], zone: tzinfo) -> Bloc
     if not appt_id:  # a blocked slot with no appointment id: the slot itself is the key
         appt_id = f"slot|{'|'.join(providers)}|{start.isoformat()}|{end.isoformat()}"
     return BlockChange(action, (facility, appt_id), providers, start, end, origin)
+
+
+@dataclass(frozen=True)
+class AppointmentRefs:
+    """Who an SIU is about and what it says, for telling our own appointments apart.
+
+    `reason` is SCH-6's text: free text from the EHR, never logged."""
+
+    event: str  # MSH-9.2
+    placer_id: str  # SCH-1.1
+    placer_namespace: str  # SCH-1.2
+    filler_id: str  # SCH-2.1
+    filler_namespace: str  # SCH-2.2
+    status: str  # SCH-25.1
+    reason: str  # SCH-6.2, else SCH-6.1
+    start: datetime | None
+    end: datetime | None
+
+
+def parse_refs(text: str, zone: tzinfo) -> AppointmentRefs:
+    """The ids and the state an SIU carries. Times are None when the message has none."""
+    m = _Message(text)
+    header = _header(m)
+    sch = m.first("SCH")
+    if sch is None:
+        raise InboundError("AE", "100", "SCH segment missing")
+    resources = [seg for name in ("AIP", "AIG") for seg in m.all(name)
+                 if _field(seg, 2).strip().upper() != "D"]
+    try:
+        start, end = _times(m, resources, zone)
+    except InboundError:
+        start = end = None
+    return AppointmentRefs(
+        event=header.event, placer_id=m.comp_of(_field(sch, 1)),
+        placer_namespace=m.comp_of(_field(sch, 1), 1), filler_id=m.comp_of(_field(sch, 2)),
+        filler_namespace=m.comp_of(_field(sch, 2), 1), status=m.comp_of(_field(sch, 25)),
+        reason=m.comp_of(_field(sch, 6), 1) or m.comp_of(_field(sch, 6)), start=start, end=end)

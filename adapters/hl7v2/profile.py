@@ -26,6 +26,8 @@ class SiuProfile:
     allow_notes: bool = False
     status_case: str = "title"
     placer_namespace: str = "CALCOM"
+    accept_ack_type: str = ""  # MSH-15; both empty = original acknowledgment mode
+    application_ack_type: str = ""  # MSH-16
     providers: tuple[ProviderSettings, ...] = ()
     event_types: tuple[EventTypeSettings, ...] = ()
     locations: tuple[LocationSettings, ...] = ()
@@ -38,6 +40,7 @@ class SiuProfile:
     @classmethod
     def from_settings(cls, settings: Settings, target_name: str) -> SiuProfile:
         t = settings.target(target_name)
+        enhanced = t.ack_mode == "enhanced"
         return cls(
             sending_application=t.sending_application, sending_facility=t.sending_facility,
             receiving_application=t.receiving_application,
@@ -46,4 +49,6 @@ class SiuProfile:
             status_case=t.status_case, providers=settings.providers,
             event_types=settings.event_types, locations=settings.locations,
             patient=settings.patient,
+            accept_ack_type=t.accept_ack_type if enhanced else "",
+            application_ack_type=t.application_ack_type if enhanced else "",
         )

@@ -35,7 +35,9 @@ def hl7_time(value: datetime, zone: ZoneInfo) -> str:
 
 
 def build_siu(event: AppointmentEvent, profile: SiuProfile, *, message_event: str,
-              control_id: str, message_time: datetime, filler_status: str | None = None) -> bytes:
+              control_id: str, message_time: datetime, filler_status: str | None = None,
+              filler_id: tuple[str, str] | None = None) -> bytes:
+    """`filler_id`: the EHR's own id and namespace for this appointment (SCH-2), once known."""
     if message_event not in EVENT_REASONS:
         raise MappingError(f"SIU event {message_event!r} is not one the bridge sends")
     if not control_id or len(control_id) > MAX_CONTROL_ID:
@@ -55,7 +57,7 @@ def build_siu(event: AppointmentEvent, profile: SiuProfile, *, message_event: st
 
     segments = [
         _msh(profile, message_event, control_id, hl7_time(message_time, zone)),
-        _sch(event, profile, message_event, status, minutes, provider_xcn),
+        _sch(event, profile, message_event, status, minutes, provider_xcn, filler_id),
         f"TQ1|1||||||{start}|{end}|||||{minutes}^min",
     ]
     if profile.allow_notes and event.notes:
@@ -86,14 +88,16 @@ def _msh(p: SiuProfile, message_event: str, control_id: str, when: str) -> str:
         "MSH", "^~\\&", escape(p.sending_application), escape(p.sending_facility),
         escape(p.receiving_application), escape(p.receiving_facility), when, "",
         f"SIU^{message_event}^SIU_S12", escape(control_id), escape(p.processing_id), "2.5.1",
-        "", "", "", "", "", escape(p.charset),
+        "", "", escape(p.accept_ack_type), escape(p.application_ack_type), "", escape(p.charset),
     ])
 
 
 def _sch(event: AppointmentEvent, p: SiuProfile, message_event: str, status: str,
-         minutes: str, provider_xcn: str) -> str:
+         minutes: str, provider_xcn: str, filler_id: tuple[str, str] | None) -> str:
     fields = [""] * 26
     fields[1] = f"{escape(event.appointment_key)}^{escape(p.placer_namespace)}"
+    if filler_id and filler_id[0]:
+        fields[2] = escape(filler_id[0]) + (f"^{escape(filler_id[1])}" if filler_id[1] else "")
     fields[6] = f"{message_event}^{EVENT_REASONS[message_event]}^HL70003"
     appointment_type = "Tentative" if event.kind is EventKind.REQUESTED else "Normal"
     fields[8] = f"{appointment_type}^{appointment_type}^HL70277"

@@ -14,6 +14,7 @@ from deadletter.console.filters import FilterForm
 from deadletter.console.jobs import BulkReplayJob, start_job_thread
 from deadletter.console.views import load_dead_letter, render_detail
 from deadletter.replay import ReplayError, discard, replay, resend_edited
+from deadletter.store import PERSON_STAGES
 
 MAX_EDIT_BYTES = 1024 * 1024
 
@@ -97,7 +98,7 @@ def discard_one(dl_id: str) -> Any:
 
 def _bulk_candidates(form: FilterForm) -> list[str]:
     rows, _ = console().runtime.deadletters.list(form.to_filter(state="open"), limit=10**9)
-    return [d.id for d in rows if d.stage != "conflict"]
+    return [d.id for d in rows if d.stage not in PERSON_STAGES]
 
 
 @console_bp.get("/bulk-replay")

@@ -18,7 +18,7 @@ from deadletter.console.filters import FilterForm
 from deadletter.console.masking import mask_wire, show_wire
 from deadletter.console.timeline import build_timeline, event_facts
 from deadletter.replay import edits
-from deadletter.store import STAGES, STATES, DeadLetter
+from deadletter.store import PERSON_STAGES, STAGES, STATES, DeadLetter
 from worker.runtime import Runtime
 
 PAGE_SIZE = 50
@@ -49,7 +49,7 @@ def _render_list(form: FilterForm, title: str, template_endpoint: str) -> Any:
     pages = max(1, -(-total // PAGE_SIZE))
     page = min(page, pages)
     shown = rows[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
-    open_replayable = sum(1 for d in rows if d.state == "open" and d.stage != "conflict")
+    open_replayable = sum(1 for d in rows if d.state == "open" and d.stage not in PERSON_STAGES)
     return render_template(
         "console/list.html", title=title, form=form, rows=shown, total=total, page=page,
         pages=pages, page_size=PAGE_SIZE, reasons=_reason_counts(rows),

@@ -82,3 +82,31 @@ def test_config_check_command(tmp_path: Path):
     err = subprocess.run(run, env={"CALEHR_CONFIG": str(bad), "PATH": "/usr/bin"},
                          capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert err.returncode == 2 and "targets[0].kind" in err.stderr
+
+
+@pytest.mark.parametrize(("extra", "key"), [
+    ('ack_mode = "fast"', "targets[0].ack_mode"),
+    ('ack_mode = "enhanced"\naccept_ack_type = "XX"', "targets[0].accept_ack_type"),
+    ('ack_mode = "enhanced"\naccept_ack_type = "NE"\napplication_ack_type = "ER"',
+     "targets[0].application_ack_type"),
+    ('ehr_echoes = "yes"', "targets[0].ehr_echoes"),
+])
+def test_ack_mode_and_echo_settings_are_checked(tmp_path: Path, extra, key):
+    text = config_text(tmp_path).replace('kind = "file"', f'kind = "file"\n{extra}', 1)
+    with pytest.raises(ConfigError) as err:
+        load(text)
+    assert str(err.value).startswith(key), str(err.value)
+
+
+def test_ack_mode_echoes_and_fhir_id_parse(tmp_path: Path):
+    text = config_text(tmp_path).replace(
+        'kind = "file"', 'kind = "file"\nack_mode = "enhanced"\napplication_ack_type = "NE"\n'
+        "ehr_echoes = false", 1).replace('ics_token = "tok-okafor"',
+                                         'ics_token = "tok-okafor"\nfhir_id = "prac-1"', 1)
+    s = load(text)
+    t = s.target("files")
+    assert (t.ack_mode, t.accept_ack_type, t.application_ack_type, t.ehr_echoes) == (
+        "enhanced", "AL", "NE", False)
+    assert s.providers[0].fhir_id == "prac-1"
+    default = load(config_text(tmp_path)).target("files")
+    assert (default.ack_mode, default.ehr_echoes) == ("original", True)

@@ -273,3 +273,20 @@ def test_bulk_replay_job_reports_refusals_and_checks_the_selection(console_base,
     assert 'id="job-refused">3<' in done  # no ledger delivery behind these: refused, not lost
     for dl_id in ids:
         assert dl_id in done and store.get(dl_id).state == "open"
+
+
+def test_an_ehr_change_action_item_is_listed_and_shown_but_not_replayed(console_base, store):
+    text = ("The EHR (ehr) cancelled appointment appt-9@Cal.com (hl7:S15). Action needed in "
+            "Cal.com: cancel booking BK9, so the patient is told.")
+    item = add_delivery_dead_letter(store, 9, stage="ehr_change", error_code="no_api_key",
+                                    error_class="EhrSideChange", error_text=text,
+                                    delivery_id="", event_id="", wire=None, message_event="S15")
+    c = ConsoleClient(console_base)
+    c.login("omar")
+    listed = c.get("/console/deadletters?stage=ehr_change").text
+    assert item in listed and "no_api_key" in listed
+    page = c.get(f"/console/deadletters/{item}").text
+    assert "cancel booking BK9" in page
+    assert 'id="replay"' not in page and 'id="discard"' in page
+    refused = c.post(f"/console/deadletters/{item}/replay")
+    assert "Not replayed: an EHR-side change is made in Cal.com by a person" in refused.text

@@ -79,7 +79,11 @@ def test_a_token_is_required(web):
 def test_booked_appointment_blocks_and_cancelled_releases(web, rclient):
     resp = send(web, "Appointment", appointment())
     assert resp.status_code == 201, resp.text
-    assert issue(resp)["severity"] == "information"
+    stored = resp.json()  # the stored resource, as a FHIR server answers a create
+    assert stored["resourceType"] == "Appointment" and stored["id"] == "appt-991"
+    assert stored["meta"]["versionId"] == "1" and stored["status"] == "booked"
+    assert resp.headers["Location"] == f"{web}/fhir/Appointment/appt-991/_history/1"
+    assert resp.headers["ETag"] == 'W/"1"'
     uid = block_uid(SYSTEM, "ORBIS-991")
     events = busy_events(web)
     assert list(events) == [uid]
@@ -94,6 +98,7 @@ def test_booked_appointment_blocks_and_cancelled_releases(web, rclient):
     moved = send(web, "Appointment/appt-991", appointment(start="2030-05-06T10:00:00Z",
                                                           end="2030-05-06T10:30:00Z"), "PUT")
     assert moved.status_code == 200
+    assert moved.json()["meta"]["versionId"] == "2" and moved.headers["ETag"] == 'W/"2"'
     assert busy_events(web)[uid]["start"] == datetime(2030, 5, 6, 10, 0, tzinfo=UTC)
     assert busy_events(web)[uid]["sequence"] == 1
 
@@ -136,3 +141,44 @@ def test_bad_requests_get_an_operation_outcome_and_change_nothing(web):
         assert outcome["severity"] == "error" and outcome["code"] == code, outcome
         assert [s for s in PATIENT if s in resp.text] == []
     assert busy_events(web) == {}
+
+
+def send_with(base: str, path: str, resource: dict, prefer: str,
+              method: str = "POST") -> requests.Response:
+    return requests.request(method, f"{base}/fhir/{path}", data=json.dumps(resource),
+                            headers={"Content-Type": "application/fhir+json",
+                                     "Authorization": f"Bearer {TOKEN}", "Prefer": prefer},
+                            timeout=10)
+
+
+def test_prefer_return_minimal_and_operation_outcome(web):
+    minimal = send_with(web, "Appointment", appointment(), "return=minimal")
+    assert minimal.status_code == 201 and minimal.content == b""
+    assert minimal.headers["Location"].endswith("/fhir/Appointment/appt-991/_history/1")
+    told = send_with(web, "Appointment/appt-991", appointment("cancelled"),
+                     "return=OperationOutcome", "PUT")
+    assert told.status_code == 200 and issue(told)["severity"] == "information"
+    assert told.headers["ETag"] == 'W/"2"'
+    no_id = {k: v for k, v in slot().items() if k != "id"}
+    no_id["identifier"] = [{"system": SYSTEM, "value": "SLOT-5"}]
+    created = send_with(web, "Slot", no_id, "return=representation")
+    assert created.status_code == 201 and created.json()["id"]  # the server gave it an id
+    assert created.headers["Location"].endswith(f"/fhir/Slot/{created.json()['id']}/_history/1")
+
+
+def test_a_provider_is_matched_by_practitioner_reference_through_its_fhir_id(stack, outbox):
+    text = config_text(outbox).replace('ics_token = "tok-okafor"\n',
+                                       'ics_token = "tok-okafor"\nfhir_id = "prac-4711"\n', 1)
+    stack.write_config(text + f'\n[inbound]\nfhir_token = "{TOKEN}"\n')
+    port = free_port()
+    stack.procs.append(Proc("web", web_cmd(port), stack.env, stack.log_dir))
+    base = f"http://127.0.0.1:{port}"
+    wait_http(f"{base}/healthz")
+    by_reference = appointment()
+    by_reference["participant"][1]["actor"] = {"reference": "Practitioner/prac-4711"}
+    resp = send(base, "Appointment", by_reference)
+    assert resp.status_code == 201, resp.text
+    assert list(busy_events(base)) == [block_uid(SYSTEM, "ORBIS-991")]
+    other = appointment(identifier=[{"system": SYSTEM, "value": "ORBIS-992"}], id="appt-992")
+    other["participant"][1]["actor"] = {"reference": "Practitioner/prac-0000"}
+    assert send(base, "Appointment", other).status_code == 422

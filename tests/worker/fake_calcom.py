@@ -1,9 +1,13 @@
-"""A local HTTP server that answers `GET /v2/bookings` the way Cal.com API v2 (2024-08-13) does."""
+"""A local HTTP server that answers the way Cal.com API v2 (2024-08-13) documents:
+`GET /v2/bookings`, and `POST /v2/bookings/{uid}/reschedule | cancel | mark-absent`."""
 
 from __future__ import annotations
 
 import json
+import re
 import threading
+import uuid
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -16,6 +20,7 @@ class FakeCalcom:
         self.requests: list[dict] = []
         self.rate_limit_next = 0
         self.retry_after_seconds = 120  # long enough that no test races it; tests clear it
+        self.fail_next: list[int] = []  # statuses to answer the next POSTs with
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -53,12 +58,73 @@ class FakeCalcom:
                     "hasNextPage": skip + len(page) < len(rows),
                     "hasPreviousPage": skip > 0}})
 
+            def do_POST(self):  # noqa: N802
+                url = urlparse(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    body = json.loads(self.rfile.read(length) or b"{}")
+                except ValueError:
+                    return self._send(400, {"status": "error", "error": {"code": "BAD_JSON"}})
+                outer.requests.append({"path": url.path, "method": "POST", "body": body})
+                if self.headers.get("Authorization") != f"Bearer {API_KEY}":
+                    return self._send(401, {"status": "error", "error": {"code": "UNAUTHORIZED"}})
+                if self.headers.get("cal-api-version") != "2024-08-13":
+                    return self._send(400, {"status": "error", "error": {"code": "BAD_VERSION"}})
+                if outer.fail_next:
+                    return self._send(outer.fail_next.pop(0), {"status": "error"})
+                m = re.fullmatch(r"/v2/bookings/([^/]+)/(reschedule|cancel|mark-absent)", url.path)
+                if not m:
+                    return self._send(404, {"status": "error"})
+                status, data = outer.act(m.group(1), m.group(2), body)
+                self._send(status, {"status": "success" if status < 300 else "error", "data": data})
+
             def log_message(self, *args):
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/v2"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def act(self, uid: str, action: str, body: dict) -> tuple[int, dict]:
+        """What Cal.com does for one booking action (validation as its input classes do)."""
+        booking = self.bookings.get(uid)
+        if booking is None:
+            return 404, {"message": f"Booking with uid={uid} not found"}
+        if booking["status"] == "cancelled" and action != "mark-absent":
+            return 400, {"message": "Booking is already cancelled"}
+        if action == "cancel":
+            booking.update(status="cancelled",
+                           cancellationReason=body.get("cancellationReason", ""))
+            return 200, booking
+        if action == "mark-absent":
+            attendees = body.get("attendees")
+            if body.get("host") is None and not attendees:
+                return 400, {"message": "host or attendees required"}
+            for item in attendees or []:
+                if not isinstance(item, dict) or "@" not in str(item.get("email")) \
+                        or not isinstance(item.get("absent"), bool):
+                    return 400, {"message": "attendees must be {email, absent}"}
+                for person in booking["attendees"]:
+                    if person["email"] == item["email"]:
+                        person["absent"] = item["absent"]
+            return 200, booking
+        try:
+            start = datetime.fromisoformat(str(body["start"]).replace("Z", "+00:00"))
+        except (KeyError, ValueError):
+            return 400, {"message": "start must be an ISO 8601 date"}
+        length = timedelta(minutes=booking.get("duration", 30))
+        new_uid = uuid.uuid4().hex[:22]
+        booking.update(status="cancelled", rescheduled=True, rescheduledToUid=new_uid)
+        moved = json.loads(json.dumps(booking))
+        moved.update(uid=new_uid, status="accepted", rescheduled=False,
+                     rescheduledFromUid=uid, start=_z(start), end=_z(start + length),
+                     reschedulingReason=body.get("reschedulingReason", ""))
+        moved.pop("rescheduledToUid", None)
+        self.bookings[new_uid] = moved
+        return 201, moved
+
+    def posts(self) -> list[dict]:
+        return [r for r in self.requests if r.get("method") == "POST"]
 
     def put(self, booking: dict) -> None:
         self.bookings[booking["uid"]] = booking
@@ -86,3 +152,7 @@ def api_booking(uid: str, start: str, end: str, updated: str, status: str = "acc
     if rescheduled_from:
         booking["rescheduledFromUid"] = rescheduled_from
     return booking
+
+
+def _z(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.000Z")

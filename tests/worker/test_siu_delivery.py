@@ -143,3 +143,54 @@ def test_meeting_ended_by_default_is_recorded_and_not_sent(stack, outbox, rclien
                      and s[0] == b"skipped" and s, 30, message="the event skipped")
     assert state[1] == b"not_mapped:meeting_ended"
     assert len(list(outbox.glob("*.hl7"))) == 1
+
+
+def _attempts(rclient, prefix: str = "calehr") -> dict[str, list[dict]]:
+    out = {}
+    for key in rclient.scan_iter(f"{prefix}:delivery:*:attempts"):
+        out[key.decode()] = [json.loads(a) for a in rclient.lrange(key, 0, -1)]
+    return out
+
+
+def test_commit_ack_then_application_error_becomes_a_dead_letter(stack, outbox, tmp_path,
+                                                                 rclient):
+    port = free_port()
+    stack.write_config(config_text(outbox, extra_targets=siu_target(port),
+                                   routes='[[routes]]\ntargets = ["ehr"]\n'))
+    stack.ehr_sim(port, tmp_path / "sim", ack="AE", extra=("--commit-first",))
+    base = stack.web()
+    stack.worker()
+    post_signed(base, fixture_bytes("02_booking_created.json"))
+    dl = wait_for(lambda: dead_letters(rclient), 30, message="an AE dead letter behind a CA")[0]
+    assert (dl["error_code"], dl["error_text"]) == ("ack_AE", "ACK AE ERR 207")
+    attempts = json.loads(dl["attempts"])
+    assert [a["outcome"] for a in attempts] == ["permanent"]
+    assert attempts[0]["notes"] == ["protocol_error: CA in original mode (MSH-15/16 empty); "
+                                    "waiting for the application ACK"]
+    assert "protocol_error: CA in original mode" in stack.logs()
+
+
+def test_commit_ack_then_accept_is_delivered_once_and_strays_are_not_resent(stack, outbox,
+                                                                          tmp_path, rclient):
+    port = free_port()
+    stack.write_config(config_text(outbox, extra_targets=siu_target(port),
+                                   routes='[[routes]]\ntargets = ["ehr"]\n'))
+    sim_out = tmp_path / "sim"
+    stack.ehr_sim(port, sim_out, extra=("--commit-first", "--stray"))
+    base = stack.web()
+    stack.worker(concurrency=1)
+    for name in FLOW[:2]:
+        assert post_signed(base, fixture_bytes(name)).status_code == 202
+    attempts = wait_for(lambda: len(a := _attempts(rclient)) == 2
+                        and all(v and v[-1]["outcome"] == "ok" for v in a.values()) and a, 60,
+                        message="both deliveries acknowledged")
+    assert sorted(len(v) for v in attempts.values()) == [1, 1]  # one attempt each
+    got = sim_messages(sim_out)
+    assert sorted(m["control_id"] for m in got) == sorted(v[0]["control_id"]
+                                                          for v in attempts.values())
+    for entries in attempts.values():
+        notes = entries[0]["notes"]
+        assert notes[0].startswith("ack_mismatch: discarded AA for MSA-2 ")
+        assert notes[1].startswith("protocol_error: CA in original mode")
+    assert dead_letters(rclient) == []
+    assert "ack_mismatch: discarded AA" in stack.logs()

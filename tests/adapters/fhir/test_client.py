@@ -254,3 +254,25 @@ def test_logs_carry_no_phi(server: FhirServer, connect: Connect, created: Appoin
         client.send_appointment(created, profile)
     assert caplog.records
     assert [s for s in PHI_STRINGS if s in caplog.text] == []
+
+
+def test_error_words_come_from_details_text_and_expression_too(server: FhirServer,
+                                                               connect: Connect,
+                                                               created: AppointmentEvent):
+    client, profile = connect(server.base_url, patient_identifier_system=PATIENT_SYSTEM)
+    body = {"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": "structure",
+         "details": {"text": "String must contain non-whitespace content"},
+         "expression": ["Patient.telecom[0].value"]},
+        {"severity": "error", "code": "value",
+         "details": {"text": "Invalid email jordan.reyes@example.com"},
+         "diagnostics": "Invalid email jordan.reyes@example.com",
+         "location": ["Patient.telecom[1]"]}]}
+    server.fail_next(1, 400, body, path_contains="/Appointment")
+    result = client.send_appointment(created, profile)
+    assert not result.ok and not result.transient and result.status_code == 400
+    # each issue once (diagnostics and details.text said the same), where it is, PHI masked
+    assert result.detail == (
+        "appointment: http_400 issues=structure,value diagnostics=String must contain "
+        "non-whitespace content (at Patient.telecom[0].value); Invalid email [redacted] "
+        "(at Patient.telecom[1])")

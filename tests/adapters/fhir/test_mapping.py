@@ -232,3 +232,28 @@ def test_profile_from_settings(tmp_path: Path):
     assert fallback.patient_identifier_system == "urn:calehr:patient:INS"
     event = event_from("02_booking_created.json")
     assert search_token(*patient_identifier(event, fallback)) == "urn:calehr:patient:INS|XQJ-448-21907"
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_blank_and_whitespace_values_are_left_out_everywhere(profile: FhirProfile):
+    event = event_from("02_booking_created.json")
+    event = dataclasses.replace(
+        event, attendee=dataclasses.replace(event.attendee, phone="   ", first_name=" ",
+                                            last_name="\t", name="  Jordan Reyes "),
+        responses={**event.responses, "attendeePhoneNumber": "  "},
+        event_type_slug="  ")
+    patient = build_patient(event, profile)
+    appointment = build_appointment(event, profile)
+    for resource in (patient, appointment):
+        assert [s for s in _strings(resource) if not s.strip() or s != s.strip()] == []
+    assert patient["telecom"] == [{"system": "email", "value": "jordan.reyes@example.com"}]
+    assert patient["name"] == [{"use": "official", "text": "Jordan Reyes"}]
+    Patient.model_validate(patient)
+    Appointment.model_validate(appointment)

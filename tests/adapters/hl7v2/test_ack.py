@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adapters.hl7v2 import AckError, build_ack, classify, parse_ack
+from adapters.hl7v2.ack import judge
 from core.config import TargetSettings
 
 SENT = "MSH|^~\\&|CALEHR|CALCOM|EHR|HOSP|20261001120000||SIU^S12^SIU_S12|C0001|P|2.5.1\rSCH|1\r"
@@ -24,10 +25,25 @@ def test_build_ack_swaps_sender_and_echoes_control_id():
     assert parsed.segments[0].split("|")[8] == "ACK^S12^ACK"
 
 
-@pytest.mark.parametrize("code", ["AA", "CA"])
-def test_accept_codes_are_ok(code):
-    result = classify(ack(code), "C0001", TARGET)
-    assert result.ok and result.ack_code == code
+def test_aa_is_ok():
+    result = classify(ack("AA"), "C0001", TARGET)
+    assert result.ok and result.ack_code == "AA"
+
+
+def test_ca_in_original_mode_is_a_protocol_error_not_success():
+    step = judge(ack("CA"), "C0001", TARGET)
+    assert step.final is None and step.note.startswith("protocol_error: CA in original mode")
+    assert not classify(ack("CA"), "C0001", TARGET).ok
+
+
+@pytest.mark.parametrize(("application_ack_type", "final"), [("NE", True), ("AL", False),
+                                                             ("ER", True), ("SU", False)])
+def test_ca_in_enhanced_mode_counts_only_without_an_application_ack(application_ack_type, final):
+    target = TargetSettings(name="ehr", kind="mllp", ack_mode="enhanced",
+                            application_ack_type=application_ack_type)
+    step = judge(ack("CA"), "C0001", target)
+    assert (step.final is not None) is final
+    assert step.final is None or step.final.ok
 
 
 @pytest.mark.parametrize(("code", "transient"), [("AE", False), ("CE", False), ("AR", True),

@@ -71,10 +71,91 @@ def test_negative_acks_are_reported(tmp_path, start_sim, ack, transient):
 
 def test_ack_with_the_wrong_control_id_is_not_success(tmp_path, start_sim):
     _, port, _ = start_sim(extra=("--mismatch",))
+    client = MLLPClient(target(port, read_timeout=0.5))
+    result = client.send(siu(tmp_path), CONTROL)
+    assert not result.ok and result.transient and result.detail.startswith("read_timeout")
+    assert "ack_mismatch" in result.detail
+    assert result.notes == ("ack_mismatch: discarded AA for MSA-2 'WRONGCTRL00000000000', "
+                            f"sent '{CONTROL}'",)
+    assert client._sock is None  # the connection is not trusted any more
+
+
+def test_commit_then_application_error_is_the_application_error(tmp_path, start_sim, caplog):
+    _, port, out = start_sim(ack="AE", extra=("--commit-first",))
     client = MLLPClient(target(port))
     result = client.send(siu(tmp_path), CONTROL)
-    assert not result.ok and result.transient and result.detail.startswith("ack_mismatch")
-    assert client._sock is None  # the connection is not trusted any more
+    assert not result.ok and not result.transient and result.ack_code == "AE"
+    assert result.notes == ("protocol_error: CA in original mode (MSH-15/16 empty); "
+                            "waiting for the application ACK",)
+    assert "protocol_error: CA in original mode" in caplog.text
+    assert len(sim_messages(out)) == 1
+
+
+def test_commit_then_accept_is_delivered_once_and_the_next_message_is_not_confused(
+        tmp_path, start_sim):
+    _, port, out = start_sim(ack="AA", extra=("--commit-first",))
+    client = MLLPClient(target(port))
+    results = [client.send(siu(tmp_path, f"CTRL{n:016d}"), f"CTRL{n:016d}") for n in range(3)]
+    assert [(r.ok, r.ack_code) for r in results] == [(True, "AA")] * 3
+    assert client.connects == 1
+    assert [m["control_id"] for m in sim_messages(out)] == [f"CTRL{n:016d}" for n in range(3)]
+
+
+def test_stray_ack_for_an_earlier_message_is_discarded_without_a_resend(tmp_path, start_sim,
+                                                                       caplog):
+    _, port, out = start_sim(extra=("--stray",))
+    client = MLLPClient(target(port))
+    first = client.send(siu(tmp_path, "FIRST"), "FIRST")
+    second = client.send(siu(tmp_path, "SECOND"), "SECOND")
+    assert first.ok and second.ok and client.connects == 1
+    assert second.notes == ("ack_mismatch: discarded AA for MSA-2 'FIRST', sent 'SECOND'",)
+    assert "ack_mismatch: discarded AA for MSA-2 'FIRST'" in caplog.text
+    assert [m["control_id"] for m in sim_messages(out)] == ["FIRST", "SECOND"]  # no re-send
+
+
+def enhanced(port: int, application_ack_type: str, **kw) -> TargetSettings:
+    return target(port, ack_mode="enhanced", accept_ack_type="AL",
+                  application_ack_type=application_ack_type, **kw)
+
+
+def test_enhanced_mode_commit_counts_when_no_application_ack_is_asked_for(tmp_path):
+    peer = ScriptedPeer(lambda data: frame(_reply(data, "CA")))
+    try:
+        result = MLLPClient(enhanced(peer.port, "NE")).send(siu(tmp_path), CONTROL)
+        assert result.ok and result.ack_code == "CA" and result.notes == ()
+    finally:
+        peer.close()
+
+
+def test_enhanced_mode_waits_for_the_application_ack_within_the_read_timeout(tmp_path):
+    peer = ScriptedPeer(lambda data: frame(_reply(data, "CA")), hold_open=True)  # no AA comes
+    try:
+        result = MLLPClient(enhanced(peer.port, "AL", read_timeout=0.5)).send(siu(tmp_path),
+                                                                             CONTROL)
+        assert not result.ok and result.transient
+        assert result.detail == ("read_timeout: no ACK after commit CA; waiting for the "
+                                 "application ACK")
+    finally:
+        peer.close()
+
+
+def test_enhanced_mode_sends_msh15_and_msh16(tmp_path):
+    from tests.adapters.hl7v2.helpers import profile as make_profile
+
+    p = make_profile(tmp_path, ack_mode='"enhanced"', application_ack_type='"NE"')
+    wire = build_siu(event_from("02_booking_created.json"), p, message_event="S12",
+                     control_id=CONTROL, message_time=MESSAGE_TIME)
+    msh = hl7.parse(wire.decode()).segment("MSH")
+    assert (str(msh[15]), str(msh[16])) == ("AL", "NE")
+    plain = hl7.parse(siu(tmp_path).decode()).segment("MSH")
+    assert (str(plain[15]), str(plain[16])) == ("", "")
+
+
+def _reply(data: bytes, code: str) -> bytes:
+    from adapters.hl7v2 import build_ack
+
+    body = data.strip(b"\x0b\x1c\r").decode()
+    return build_ack(body, code).encode()
 
 
 def test_nobody_listening_is_transient(tmp_path):
@@ -115,10 +196,13 @@ def test_garbage_gets_a_nak_and_the_simulator_stays_up(tmp_path, start_sim):
 class ScriptedPeer:
     """A TCP peer that answers each frame with what `reply(frame)` returns, in chunks."""
 
-    def __init__(self, reply: Callable[[bytes], bytes], chunk: int = 1) -> None:
+    def __init__(self, reply: Callable[[bytes], bytes], chunk: int = 1,
+                 hold_open: bool = False) -> None:
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.reply, self.chunk = reply, chunk
+        self.released = threading.Event()
+        self.hold_open = hold_open  # keep the connection after the reply until close()
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
@@ -137,8 +221,11 @@ class ScriptedPeer:
                 out = self.reply(data)
                 for i in range(0, len(out), self.chunk):
                     conn.sendall(out[i:i + self.chunk])
+                if self.hold_open:
+                    self.released.wait(10)
 
     def close(self) -> None:
+        self.released.set()
         self.server.close()
 
 

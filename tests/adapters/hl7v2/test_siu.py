@@ -185,3 +185,14 @@ def test_meeting_ended_builds_a_strictly_valid_s14_complete(tmp_path):
     assert msg.sch.sch_25.to_er7().split("^")[0] == "Complete"
     assert msg.sch.sch_1.to_er7() == "7xQm2kVd9RbTn4FgHs1LpA@Cal.com^CALCOM"
     assert msg.tq1.tq1_7.to_er7() == "20261014100000-0500"
+
+
+def test_filler_id_and_enhanced_ack_fields_stay_strictly_valid(tmp_path):
+    prof = profile(tmp_path, ack_mode='"enhanced"', application_ack_type='"NE"')
+    msg = strict(build(event_from("04_booking_rescheduled.json"), prof, "S13",
+                       filler_id=("E-7781|x", "EHR")))
+    assert msg.sch.sch_2.to_er7() == "E-7781\\F\\x^EHR"  # escaped like every value
+    assert (msg.msh.msh_15.to_er7(), msg.msh.msh_16.to_er7()) == ("AL", "NE")
+    parsed = hl7.parse(build(event_from("04_booking_rescheduled.json"), prof, "S13",
+                             filler_id=("E-7781|x", "EHR")).decode())
+    assert unescape(str(parsed.segment("SCH")[2][0][0])) == "E-7781|x"
