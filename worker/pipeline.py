@@ -124,8 +124,8 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
         log.info("event waits for its predecessor", extra=ctx)
         return "waiting", []
 
-    sequence = event.sequence if event.kind is not EventKind.NO_SHOW else int(appt.get("last_sequence", 0))
-    mark = f"{sequence}:{event.trigger}" + (f":{event.no_show}" if event.kind is EventKind.NO_SHOW else "")
+    sequence = event.sequence if event.sequence >= 0 else int(appt.get("last_sequence", 0))
+    mark = f"{sequence}:{_mark_trigger(event)}"
     if not force:
         seen = ledger.seen(key, mark)
         if seen and seen != eid:
@@ -181,6 +181,13 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
         return "skipped", []
     log.info("event accepted", extra={**ctx, "outcome": message_event})
     return "accepted", targets
+
+
+def _mark_trigger(event: AppointmentEvent) -> str:
+    """No-shows from a person and from Cal Video share one mark: the same news is sent once."""
+    if event.kind is EventKind.NO_SHOW:
+        return f"BOOKING_NO_SHOW_UPDATED:{event.no_show}"
+    return event.trigger
 
 
 def _needed_uid(event: AppointmentEvent, uids: set[str]) -> str | None:
