@@ -1,35 +1,85 @@
-"""`calehr map FILE.json [--target NAME]`: show what would be sent; send nothing."""
+"""`calehr map FILE.json [FILE.json ...] [--target NAME]`: show what would be sent; send nothing.
+
+Several files are one booking's story, in the order given: each maps as the worker would map it
+after the ones before (one appointment key, S14 for a confirmation, a no-show's times and patient
+taken from the booking's last event).
+"""
 
 from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.config import Settings
 from core.errors import MappingError, PayloadError
+from core.models import AppointmentEvent, EventKind
 
 
-def run_map(settings: Settings, path: Path, target_name: str | None) -> int:
-    from adapters.calcom.payload import normalise, parse_body
+@dataclass
+class _Story:
+    """What the worker's ledger would know after the files mapped so far."""
+
+    keys: dict[str, str] = field(default_factory=dict)  # booking uid -> appointment key
+    uid_status: dict[str, str] = field(default_factory=dict)  # booking uid -> last kind
+    last_event: dict[str, AppointmentEvent] = field(default_factory=dict)  # key -> event
+
+    def record(self, event: AppointmentEvent) -> None:
+        key = event.appointment_key
+        self.keys[event.uid] = key
+        if event.previous_uid:
+            self.keys[event.previous_uid] = key
+        self.uid_status[event.uid] = event.kind.value
+        if event.kind is not EventKind.NO_SHOW:
+            self.last_event[key] = event
+
+
+def run_map(settings: Settings, paths: Path | list[Path], target_name: str | None) -> int:
+    from adapters.calcom.payload import parse_body
+
+    paths = [paths] if isinstance(paths, Path) else paths
+    bodies = []
+    for path in paths:
+        try:
+            bodies.append((path, parse_body(path.read_bytes())))
+        except OSError as exc:
+            print(f"cannot read {path}: {exc.strerror}", file=sys.stderr)
+            return 2
+        except PayloadError as exc:
+            print(f"{path}: invalid webhook body: {exc}", file=sys.stderr)
+            return 2
+    story = _Story()
+    for index, (path, body) in enumerate(bodies):
+        if len(bodies) > 1:
+            print(f"## {path.name}")
+        code = _map_one(settings, story, index, body, target_name)
+        if code:
+            return code
+    return 0
+
+
+def _map_one(settings: Settings, story: _Story, index: int, body, target_name: str | None) -> int:
+    from adapters.calcom.payload import normalise
     from worker.ledger import Delivery, control_id_for
     from worker.routing import route
     from worker.rules import message_event_for, opted_in
     from worker.transports import build_wire
 
-    try:
-        body = parse_body(path.read_bytes())
-    except OSError as exc:
-        print(f"cannot read {path}: {exc.strerror}", file=sys.stderr)
-        return 2
-    except PayloadError as exc:
-        print(f"invalid webhook body: {exc}", file=sys.stderr)
-        return 2
     if not body.handled:
         print(f"{body.trigger}: not mapped (the bridge records it as ignored)")
         return 0
-    event = normalise("map-preview", body)
-    message_event = message_event_for(event, None)
+    event = normalise(f"map-preview-{index}", body, story.keys.get)
+    message_event = message_event_for(event, story.uid_status.get(event.uid))
+    if event.kind is EventKind.NO_SHOW:
+        base = story.last_event.get(event.appointment_key)
+        if base is None:
+            print(f"{body.trigger} names booking {event.uid} but carries no times or patient: "
+                  "name the booking's body first (calehr map BOOKING.json NO_SHOW.json)",
+                  file=sys.stderr)
+            return 2
+        event = base.with_no_show(event)
+    story.record(event)
     if message_event is None:
         print(f"{event.kind.value}: not sent by default")
         return 0
@@ -51,11 +101,11 @@ def run_map(settings: Settings, path: Path, target_name: str | None) -> int:
         except KeyError:
             print(f"unknown target {name!r}", file=sys.stderr)
             return 2
-        delivery_id = f"preview.{name}"
-        d = Delivery(id=delivery_id, event_id="map-preview", appointment_key=event.appointment_key,
-                     target=name, message_event=message_event, order=0,
-                     control_id=control_id_for(delivery_id), state="preview",
-                     created_at=time.time())
+        delivery_id = f"preview.{name}" if index == 0 else f"preview{index}.{name}"
+        d = Delivery(id=delivery_id, event_id=event.event_id,
+                     appointment_key=event.appointment_key, target=name,
+                     message_event=message_event, order=index, state="preview",
+                     control_id=control_id_for(delivery_id), created_at=time.time())
         try:
             wire = build_wire(settings, target, event, d)
         except MappingError as exc:

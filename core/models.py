@@ -99,6 +99,12 @@ class AppointmentEvent:
         value = self.responses.get(name) if name else None
         return value.strip() if isinstance(value, str) else ""
 
+    def with_no_show(self, news: AppointmentEvent) -> AppointmentEvent:
+        """A no-show body names a booking only: this booking event, carrying that news."""
+        return dataclasses.replace(self, event_id=news.event_id, trigger=news.trigger,
+                                   kind=news.kind, created_at=news.created_at,
+                                   no_show=news.no_show)
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         for key in ("created_at", "start", "end"):
