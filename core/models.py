@@ -87,6 +87,7 @@ class AppointmentEvent:
     synthetic: bool = False  # made by reconciliation, not by a webhook
     ical_uid: str = ""  # an attribute only: Cal.com leaves it out of some bodies
     recurring: bool = False  # one occurrence of a recurring series
+    series_uid: str = ""  # recurringEventId, when the body names it
 
     @property
     def duration_minutes(self) -> int | None:

@@ -90,6 +90,11 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
         dl = rt.deadletters.for_event(event_id)
         if dl and dl.state == "replayed":
             rt.deadletters.set_state(dl.id, "resolved", "system", f"event {state}")
+    if state in ("accepted", "unrouted") and event.kind is EventKind.CANCELLED \
+            and stored.source != "reconciliation":
+        from worker.series import after_cancel
+
+        after_cancel(rt, event)  # one cancel may stand for several occurrences of a series
     if state in ("accepted", "unrouted", "skipped"):  # the uid is known now, whatever was sent
         for waiting_id in rt.ledger.waiting_for(event.uid):
             rt.ledger.unpark(waiting_id)
@@ -134,6 +139,8 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
             log.info("logical duplicate skipped", extra=ctx)
             return "skipped", []
         stale = _stale_reason(event, sequence, appt)
+        if event.kind.value in CANCEL_KINDS and snap.uid_statuses.get(event.uid) in CANCEL_KINDS:
+            stale = "stale:booking already cancelled"  # e.g. by a series follow-up
         if stale:
             rt.store.set_state(eid, "skipped", stale, key)
             rt.audit.record("system", "event.skipped", eid, reason=stale)
@@ -168,6 +175,8 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
         elif state == "accepted":
             rt.audit.queue(pipe, "system", "event.accepted", eid, appointment_key=key,
                            message_event=message_event, targets=targets)
+        if event.recurring:
+            pipe.hset(ledger.appt(key), "recurring", event.series_uid or "1")
 
     ledger.accept(key, event_id=eid, uid=event.uid, previous_uid=event.previous_uid,
                   mark=mark, sequence=sequence, created_at=event.created_at.timestamp(),

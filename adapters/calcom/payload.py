@@ -212,6 +212,7 @@ def normalise(
         cancellation_reason=_str(p.get("cancellationReason") or p.get("rejectionReason")),
         ical_uid=_str(p.get("iCalUID")),
         recurring=bool(p.get("recurringEventId") or p.get("recurringEvent")),
+        series_uid=_str(p.get("recurringEventId")),
     )
 
 
