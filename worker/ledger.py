@@ -1,6 +1,6 @@
 """The appointment ledger (Redis): identity, dedupe, order and delivery records.
 
-Per appointment key (iCalUID, else the root of the uid chain):
+Per appointment key (see adapters/calcom/payload.appointment_key):
 - the uid chain, the last accepted (sequence, createdAt), logical-duplicate marks;
 - per target: the last applied order, status, message event, EHR id and control ids;
 - per target: an ordered queue of pending deliveries (a sorted set scored by accept order).
