@@ -2,7 +2,7 @@
 
 Several files are one booking's story, in the order given: each maps as the worker would map it
 after the ones before (one appointment key, S14 for a confirmation, a no-show's times and patient
-taken from the booking's last event).
+taken from the booking's last event, duplicates and stale events not sent).
 """
 
 from __future__ import annotations
@@ -24,13 +24,18 @@ class _Story:
     keys: dict[str, str] = field(default_factory=dict)  # booking uid -> appointment key
     uid_status: dict[str, str] = field(default_factory=dict)  # booking uid -> last kind
     last_event: dict[str, AppointmentEvent] = field(default_factory=dict)  # key -> event
+    appts: dict[str, dict[str, str]] = field(default_factory=dict)  # key -> last applied
+    marks: dict[str, str] = field(default_factory=dict)  # "key|mark" -> file that set it
 
-    def record(self, event: AppointmentEvent) -> None:
+    def record(self, event: AppointmentEvent, sequence: int, mark: str, name: str) -> None:
         key = event.appointment_key
         self.keys[event.uid] = key
         if event.previous_uid:
             self.keys[event.previous_uid] = key
         self.uid_status[event.uid] = event.kind.value
+        self.appts[key] = {"last_sequence": str(sequence), "status": event.kind.value,
+                           "last_created": repr(event.created_at.timestamp())}
+        self.marks[f"{key}|{mark}"] = name
         if event.kind is not EventKind.NO_SHOW:
             self.last_event[key] = event
 
@@ -53,15 +58,17 @@ def run_map(settings: Settings, paths: Path | list[Path], target_name: str | Non
     for index, (path, body) in enumerate(bodies):
         if len(bodies) > 1:
             print(f"## {path.name}")
-        code = _map_one(settings, story, index, body, target_name)
+        code = _map_one(settings, story, index, path.name, body, target_name)
         if code:
             return code
     return 0
 
 
-def _map_one(settings: Settings, story: _Story, index: int, body, target_name: str | None) -> int:
+def _map_one(settings: Settings, story: _Story, index: int, name: str, body,
+             target_name: str | None) -> int:
     from adapters.calcom.payload import normalise
     from worker.ledger import Delivery, control_id_for
+    from worker.pipeline import sequence_and_mark, skip_reason
     from worker.routing import route
     from worker.rules import message_event_for, opted_in
     from worker.transports import build_wire
@@ -70,6 +77,16 @@ def _map_one(settings: Settings, story: _Story, index: int, body, target_name: s
         print(f"{body.trigger}: not mapped (the bridge records it as ignored)")
         return 0
     event = normalise(f"map-preview-{index}", body, story.keys.get)
+    appt = story.appts.get(event.appointment_key, {})
+    sequence, mark = sequence_and_mark(event, appt)
+    earlier = story.marks.get(f"{event.appointment_key}|{mark}")
+    if earlier:
+        print(f"{body.trigger}: not sent (the same news as {earlier})")
+        return 0
+    reason = skip_reason(event, sequence, appt, story.uid_status)
+    if reason:
+        print(f"{body.trigger}: not sent ({reason})")
+        return 0
     message_event = message_event_for(event, story.uid_status.get(event.uid))
     if event.kind is EventKind.NO_SHOW:
         base = story.last_event.get(event.appointment_key)
@@ -79,7 +96,7 @@ def _map_one(settings: Settings, story: _Story, index: int, body, target_name: s
                   file=sys.stderr)
             return 2
         event = base.with_no_show(event)
-    story.record(event)
+    story.record(event, sequence, mark, name)
     if message_event is None:
         print(f"{event.kind.value}: not sent by default")
         return 0

@@ -129,8 +129,7 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
         log.info("event waits for its predecessor", extra=ctx)
         return "waiting", []
 
-    sequence = event.sequence if event.sequence >= 0 else int(appt.get("last_sequence", 0))
-    mark = f"{sequence}:{_mark_trigger(event)}"
+    sequence, mark = sequence_and_mark(event, appt)
     if not force:
         seen = ledger.seen(key, mark)
         if seen and seen != eid:
@@ -138,9 +137,7 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
             rt.audit.record("system", "event.skipped", eid, reason="logical_duplicate", of=seen)
             log.info("logical duplicate skipped", extra=ctx)
             return "skipped", []
-        stale = _stale_reason(event, sequence, appt)
-        if event.kind.value in CANCEL_KINDS and snap.uid_statuses.get(event.uid) in CANCEL_KINDS:
-            stale = "stale:booking already cancelled"  # e.g. by a series follow-up
+        stale = skip_reason(event, sequence, appt, snap.uid_statuses)
         if stale:
             rt.store.set_state(eid, "skipped", stale, key)
             rt.audit.record("system", "event.skipped", eid, reason=stale)
@@ -192,11 +189,21 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
     return "accepted", targets
 
 
-def _mark_trigger(event: AppointmentEvent) -> str:
-    """No-shows from a person and from Cal Video share one mark: the same news is sent once."""
+def sequence_and_mark(event: AppointmentEvent, appt: dict[str, str]) -> tuple[int, str]:
+    """The sequence the event is applied at (a body without one takes the appointment's last) and
+    its logical-duplicate mark. No-shows from a person and from Cal Video share one mark."""
+    sequence = event.sequence if event.sequence >= 0 else int(appt.get("last_sequence", 0))
     if event.kind is EventKind.NO_SHOW:
-        return f"BOOKING_NO_SHOW_UPDATED:{event.no_show}"
-    return event.trigger
+        return sequence, f"{sequence}:BOOKING_NO_SHOW_UPDATED:{event.no_show}"
+    return sequence, f"{sequence}:{event.trigger}"
+
+
+def skip_reason(event: AppointmentEvent, sequence: int, appt: dict[str, str],
+                uid_statuses: dict[str, str]) -> str | None:
+    """Why an event that is no duplicate must not go out (None: it goes)."""
+    if event.kind.value in CANCEL_KINDS and uid_statuses.get(event.uid) in CANCEL_KINDS:
+        return "stale:booking already cancelled"  # e.g. by a series follow-up
+    return _stale_reason(event, sequence, appt)
 
 
 def _needed_uid(event: AppointmentEvent, uids: set[str]) -> str | None:

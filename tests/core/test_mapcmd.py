@@ -9,8 +9,8 @@ import pytest
 
 from core.config import Settings
 from core.mapcmd import run_map
-from tests.factories import praxis_nord
-from tests.support import FIXTURES, config_text
+from tests.factories import praxis_nord, with_changes
+from tests.support import FIXTURES, config_text, fixture_bytes
 
 
 @pytest.fixture
@@ -37,13 +37,31 @@ def test_a_no_show_maps_with_its_booking_given_first(settings, capsys):
     assert len(segments(out, "PID")) == 3
 
 
-def test_a_cal_video_no_show_maps_and_a_host_no_show_is_not_sent(settings, capsys):
+def test_a_cancel_after_the_cancel_and_a_stale_request_are_not_sent(settings, capsys):
+    files = [FIXTURES / n for n in ("BOOKING_CREATED--after-confirmation.json",
+                                    "BOOKING_REQUESTED--confirm-flow.json",  # older: stale
+                                    "BOOKING_CREATED--paid.json", "BOOKING_CANCELLED--paid.json",
+                                    "BOOKING_CANCELLED--paid.json")]
+    assert run_map(settings, files, None) == 0
+    out = capsys.readouterr().out
+    assert "BOOKING_REQUESTED: not sent (stale:createdAt older than the last applied event)" in out
+    assert "BOOKING_CANCELLED: not sent (the same news as BOOKING_CANCELLED--paid.json)" in out
+    assert [s.split("|")[8] for s in segments(out, "MSH")] == [
+        "SIU^S12^SIU_S12", "SIU^S12^SIU_S12", "SIU^S15^SIU_S12"]
+
+
+def test_a_cal_video_no_show_maps_once_and_a_host_no_show_is_not_sent(settings, capsys,
+                                                                       tmp_path):
+    by_host = tmp_path / "by-host.json"
+    by_host.write_bytes(with_changes(fixture_bytes("BOOKING_NO_SHOW_UPDATED.json"),
+                                     bookingUid="m3x55KsT8qx2SK2HFDi4zV"))
     files = [FIXTURES / n for n in ("BOOKING_CREATED--video.json",
                                     "AFTER_HOSTS_CAL_VIDEO_NO_SHOW.json",
-                                    "AFTER_GUESTS_CAL_VIDEO_NO_SHOW.json")]
+                                    "AFTER_GUESTS_CAL_VIDEO_NO_SHOW.json")] + [by_host]
     assert run_map(settings, files, None) == 0
     out = capsys.readouterr().out
     assert "AFTER_HOSTS_CAL_VIDEO_NO_SHOW: not mapped" in out
+    assert "BOOKING_NO_SHOW_UPDATED: not sent (the same news as AFTER_GUESTS_CAL_VIDEO" in out
     assert [s.split("|")[8] for s in segments(out, "MSH")] == ["SIU^S12^SIU_S12",
                                                                 "SIU^S26^SIU_S12"]
 

@@ -72,6 +72,12 @@ def by_placer(folder: Path) -> dict[str, list[hl7.Message]]:
     return out
 
 
+def written(folder: Path, body: bytes) -> Path:
+    path = folder / f"derived-{abs(hash(body))}.json"
+    path.write_bytes(body)
+    return path
+
+
 def notes(msg: hl7.Message) -> list[str]:
     return [str(seg[3]) for seg in msg if str(seg[0]) == "NTE"]
 
@@ -122,7 +128,8 @@ def test_each_booking_keeps_one_key_through_every_trigger_sequence(stack, tmp_pa
 
     # `calehr map` prints, for each body of a booking, what the worker sent (MSH aside)
     for flow, (bodies, key, _) in FLOWS.items():
-        files = [str(FIXTURES / b) for b in bodies if isinstance(b, str)]
+        files = [str(FIXTURES / b) if isinstance(b, str) else str(written(tmp_path, b))
+                 for b in bodies]
         run = subprocess.run([sys.executable, "-m", "core.cli", "map", *files], env=stack.env,
                              cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, run.stderr
