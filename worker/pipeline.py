@@ -149,7 +149,9 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
     routed = route(event, rt.settings) if message_event else []
     targets = opted_in(event, routed, rt.settings)
     order = snap.next_order
-    base = appt.get("last_event_id", "") if event.kind is EventKind.NO_SHOW else ""
+    # a no-show goes out with the booking's last event (not an earlier no-show: it has no times)
+    base = (appt.get("booking_event_id") or appt.get("last_event_id", "")
+            if event.kind is EventKind.NO_SHOW else "")
     deliveries = [
         Delivery(id=f"{eid}.{t}", event_id=eid, appointment_key=key, target=t,
                  message_event=message_event or "", order=order,
@@ -174,6 +176,8 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
                            message_event=message_event, targets=targets)
         if event.recurring:
             pipe.hset(ledger.appt(key), "recurring", event.series_uid or "1")
+        if event.kind is not EventKind.NO_SHOW:
+            pipe.hset(ledger.appt(key), "booking_event_id", eid)
 
     ledger.accept(key, event_id=eid, uid=event.uid, previous_uid=event.previous_uid,
                   mark=mark, sequence=sequence, created_at=event.created_at.timestamp(),

@@ -28,6 +28,15 @@ VIDEO_UID = "m3x55KsT8qx2SK2HFDi4zV"
 VIDEO_NO_SHOW_BY_HOST = with_changes(fixture_bytes("BOOKING_NO_SHOW_UPDATED.json"),
                                      bookingUid=VIDEO_UID, bookingId=90210)
 
+
+def taken_back() -> bytes:
+    """The host takes the no-show back a few minutes later (noShow false)."""
+    data = json.loads(fixture_bytes("BOOKING_NO_SHOW_UPDATED.json"))
+    data["createdAt"] = "2026-11-29T22:31:00.000Z"
+    data["payload"]["attendees"][0]["noShow"] = False
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 # flow -> (bodies in Cal.com's order, appointment key, [(SIU event, SCH-25)] the EHR gets)
 FLOWS: dict[str, tuple[list[str | bytes], str, list[tuple[str, str]]]] = {
     "reschedule without iCalUID, cancel with it": (
@@ -36,10 +45,11 @@ FLOWS: dict[str, tuple[list[str | bytes], str, list[tuple[str, str]]]] = {
     "request rejected": (
         ["BOOKING_REQUESTED.json", "BOOKING_REJECTED.json"],
         "2XnMqTQJuZoNWSEdH9gyXV", [("S12", "Pending"), ("S15", "Cancelled")]),
-    "request confirmed, then no-show": (
+    "request confirmed, no-show, taken back": (
         ["BOOKING_REQUESTED--confirm-flow.json", "BOOKING_CREATED--after-confirmation.json",
-         "BOOKING_NO_SHOW_UPDATED.json"],
-        "qnGnk2ny5q43bExHjgVgdy", [("S12", "Pending"), ("S14", "Booked"), ("S26", "Noshow")]),
+         "BOOKING_NO_SHOW_UPDATED.json", taken_back()],
+        "qnGnk2ny5q43bExHjgVgdy", [("S12", "Pending"), ("S14", "Booked"), ("S26", "Noshow"),
+                                   ("S14", "Booked")]),
     "paid, then cancelled": (
         ["BOOKING_PAYMENT_INITIATED.json", "BOOKING_PAID.json", "BOOKING_CREATED--paid.json",
          "BOOKING_CANCELLED--paid.json"],
