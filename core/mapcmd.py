@@ -2,7 +2,8 @@
 
 Several files are one booking's story, in the order given: each maps as the worker would map it
 after the ones before (one appointment key, S14 for a confirmation, a no-show's times and patient
-taken from the booking's last event, duplicates and stale events not sent).
+taken from the booking's last event, duplicates and stale events not sent). A booking the files
+do not introduce is looked up in the running bridge's ledger when its Redis answers.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.config import Settings
 from core.errors import MappingError, PayloadError
 from core.models import AppointmentEvent, EventKind
+
+if TYPE_CHECKING:
+    from worker.runtime import Runtime
 
 
 @dataclass
@@ -26,6 +31,7 @@ class _Story:
     last_event: dict[str, AppointmentEvent] = field(default_factory=dict)  # key -> event
     appts: dict[str, dict[str, str]] = field(default_factory=dict)  # key -> last applied
     marks: dict[str, str] = field(default_factory=dict)  # "key|mark" -> file that set it
+    bridge: Runtime | None = None  # the running bridge's stores, when its Redis answers
 
     def record(self, event: AppointmentEvent, sequence: int, mark: str, name: str) -> None:
         key = event.appointment_key
@@ -38,6 +44,35 @@ class _Story:
         self.marks[f"{key}|{mark}"] = name
         if event.kind is not EventKind.NO_SHOW:
             self.last_event[key] = event
+
+    def learn(self, event: AppointmentEvent) -> bool:
+        """What the running bridge's ledger knows of this booking's identity: its key, its uids'
+        states and its last booking event (False: nothing). Its dedupe marks are left out, so
+        a body the bridge already applied still shows its message."""
+        from core.crypto import DecryptError
+        from worker.pipeline import load_event
+
+        rt = self.bridge
+        if rt is None:
+            return False
+        candidates = (event.uid, event.previous_uid, event.appointment_key)
+        key = next((k for c in candidates if c and (k := rt.ledger.resolve(c))), None)
+        if key is None:
+            return False
+        appt = rt.ledger.snapshot_view(key)
+        for known in appt["uids"]:
+            self.keys[known] = key
+        self.uid_status.update(appt["uid_statuses"])
+        booking_event = appt["appointment"].get("booking_event_id") or \
+            appt["appointment"].get("last_event_id")
+        if booking_event:
+            try:
+                base, _ = load_event(rt, booking_event)
+            except (KeyError, PayloadError, DecryptError):  # purged by retention, or unreadable
+                return True
+            if base.kind is not EventKind.NO_SHOW:
+                self.last_event[key] = base
+        return True
 
 
 def run_map(settings: Settings, paths: Path | list[Path], target_name: str | None) -> int:
@@ -54,7 +89,7 @@ def run_map(settings: Settings, paths: Path | list[Path], target_name: str | Non
         except PayloadError as exc:
             print(f"{path}: invalid webhook body: {exc}", file=sys.stderr)
             return 2
-    story = _Story()
+    story = _Story(bridge=_bridge(settings))
     for index, (path, body) in enumerate(bodies):
         if len(bodies) > 1:
             print(f"## {path.name}")
@@ -62,6 +97,23 @@ def run_map(settings: Settings, paths: Path | list[Path], target_name: str | Non
         if code:
             return code
     return 0
+
+
+def _bridge(settings: Settings) -> Runtime | None:
+    """The running bridge's stores, so a body maps against what the bridge already knows; None
+    when no Redis is configured or it does not answer (then only the files given count)."""
+    if not settings.redis_url:
+        return None
+    import redis
+
+    from worker.runtime import Runtime
+
+    try:
+        rt = Runtime.build(settings, kick=lambda *a: None, reprocess=lambda *a: None)
+        rt.redis.ping()
+    except (redis.RedisError, ValueError):
+        return None
+    return rt
 
 
 def _map_one(settings: Settings, story: _Story, index: int, name: str, body,
@@ -77,6 +129,8 @@ def _map_one(settings: Settings, story: _Story, index: int, name: str, body,
         print(f"{body.trigger}: not mapped (the bridge records it as ignored)")
         return 0
     event = normalise(f"map-preview-{index}", body, story.keys.get)
+    if event.uid not in story.keys and story.learn(event):
+        event = normalise(f"map-preview-{index}", body, story.keys.get)
     appt = story.appts.get(event.appointment_key, {})
     sequence, mark = sequence_and_mark(event, appt)
     earlier = story.marks.get(f"{event.appointment_key}|{mark}")

@@ -127,6 +127,17 @@ class Ledger:
             uids={u.decode() for u in uids},
             uid_statuses={k.decode(): v.decode() for k, v in statuses.items()})
 
+    def snapshot_view(self, key: str) -> dict[str, Any]:
+        """Read only (for `calehr map`): the appointment, its uids and their statuses."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(self.appt(key))
+        pipe.smembers(self.appt(key) + ":uids")
+        pipe.hgetall(self.appt(key) + ":uid-status")
+        appt, uids, statuses = pipe.execute()
+        return {"appointment": {k.decode(): v.decode() for k, v in appt.items()},
+                "uids": {u.decode() for u in uids},
+                "uid_statuses": {k.decode(): v.decode() for k, v in statuses.items()}}
+
     def seen(self, key: str, mark: str) -> str | None:
         value = self.r.hget(self.appt(key) + ":seen", mark)
         return value.decode() if value else None

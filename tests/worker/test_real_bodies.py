@@ -147,6 +147,17 @@ def test_each_booking_keeps_one_key_through_every_trigger_sequence(stack, tmp_pa
                   if SEGMENT.match(line) and not line.startswith("MSH")]
         sent = [str(seg) for m in got[key] for seg in m if str(seg[0]) != "MSH"]
         assert mapped == sent, flow
+    # a no-show alone maps against the booking the bridge knows (its times and patient)
+    alone = written(tmp_path, with_changes(fixture_bytes("BOOKING_NO_SHOW_UPDATED.json"),
+                                           bookingUid="6wiopixSVJcQ8cHgd6ahBy"))
+    run = subprocess.run([sys.executable, "-m", "core.cli", "map", str(alone)], env=stack.env,
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    seated = [str(seg) for seg in got["6wiopixSVJcQ8cHgd6ahBy"][0] if str(seg[0]) != "MSH"]
+    s26 = [line for line in run.stdout.splitlines() if SEGMENT.match(line)]
+    assert s26[0].split("|")[8] == "SIU^S26^SIU_S12"
+    assert [line for line in s26[1:] if not line.startswith(("SCH", "AI"))] == \
+        [line for line in seated if not line.startswith(("SCH", "AI"))]  # TQ1, PID, RGS
 
 
 def test_reversed_and_concurrent_bodies_still_meet_under_one_key(stack, tmp_path, rclient):
