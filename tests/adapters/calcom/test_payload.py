@@ -117,3 +117,12 @@ def test_a_reschedule_naming_no_chain_at_all_is_refused(empty: object):
     with pytest.raises(PayloadError, match="payload.rescheduleUid") as err:
         event("BOOKING_RESCHEDULED.json", rootBookingUid=empty, rescheduleUid=empty)
     assert err.value.status == 422
+
+
+def test_a_body_sharing_only_the_root_finds_the_booking_through_it():
+    legacy = {"b8nxY3NhrSVA36YRNA8SpK": "b8nxY3NhrSVA36YRNA8SpK@Cal.diy"}
+    moved = event("BOOKING_RESCHEDULED.json", legacy, rescheduleUid=None)
+    assert moved.previous_uid is None
+    assert moved.appointment_key == "b8nxY3NhrSVA36YRNA8SpK@Cal.diy"
+    assert event("BOOKING_RESCHEDULED.json", rescheduleUid=None).appointment_key == \
+        "b8nxY3NhrSVA36YRNA8SpK"
