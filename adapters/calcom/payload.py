@@ -160,12 +160,11 @@ def normalise(
         username=_str(organizer_raw.get("username")),
         timezone=_str(organizer_raw.get("timeZone")),
     )
-    attendees = [a for a in p.get("attendees") or [] if isinstance(a, dict)]
-    first = attendees[0] if attendees else {}
     responses_raw = p.get("responses") if isinstance(p.get("responses"), dict) else {}
     responses = {k: _value(v) for k, v in responses_raw.items()}
     for k, v in (p.get("userFieldsResponses") or {}).items():
         responses.setdefault(k, _value(v))
+    first = _patient(p, responses, organizer.email)
     name = _str(first.get("name") or responses.get("name"))
     first_name = _str(first.get("firstName"))
     last_name = _str(first.get("lastName"))
@@ -230,6 +229,21 @@ def _no_show(event_id: str, body: WebhookBody,
         created_at=body.created_at or datetime.now(UTC), start=None, end=None,
         status="ACCEPTED", organizer=Person(), attendee=Person(), no_show=any(flags),
     )
+
+
+def _patient(p: dict[str, Any], responses: dict[str, Any], organizer_email: str) -> dict:
+    """The attendee who booked: the one with the booker's e-mail, else the first who is not staff
+    (Cal.com lists a team event's co-host among the attendees of a cancel)."""
+    attendees = [a for a in p.get("attendees") or [] if isinstance(a, dict)]
+    booker = _str(responses.get("email")).lower()
+    team = p.get("team") if isinstance(p.get("team"), dict) else {}
+    staff = {organizer_email.lower()} | {_str(m.get("email")).lower()
+                                         for m in team.get("members") or [] if isinstance(m, dict)}
+    for wanted in (lambda e: booker and e == booker, lambda e: e not in staff):
+        for a in attendees:
+            if wanted(_str(a.get("email")).lower()):
+                return a
+    return attendees[0] if attendees else {}
 
 
 def _booker_notes(p: dict[str, Any], responses: dict[str, Any]) -> str:

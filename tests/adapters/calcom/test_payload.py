@@ -126,3 +126,17 @@ def test_a_body_sharing_only_the_root_finds_the_booking_through_it():
     assert moved.appointment_key == "b8nxY3NhrSVA36YRNA8SpK@Cal.diy"
     assert event("BOOKING_RESCHEDULED.json", rescheduleUid=None).appointment_key == \
         "b8nxY3NhrSVA36YRNA8SpK"
+
+
+def test_the_patient_is_the_booker_not_the_co_host_listed_in_a_team_cancel():
+    data = json.loads(fixture_bytes("BOOKING_CANCELLED.json"))
+    attendees = data["payload"]["attendees"]
+    assert [a["email"] for a in attendees][1] == "oemer.celik@praxis-nord.example"
+    for order in (attendees, list(reversed(attendees))):
+        e = event("BOOKING_CANCELLED.json", attendees=order)
+        assert e.attendee.email == "j.oeztuerk-baecker@example.de"
+    # no booker e-mail in the responses: the first attendee who is not staff
+    e = event("BOOKING_CREATED.json", responses={}, attendees=[
+        {"name": "Dr. Ömer Çelik", "email": "oemer.celik@praxis-nord.example"},
+        {"name": "Jürgen Öztürk-Bäcker & Sohn", "email": "j.oeztuerk-baecker@example.de"}])
+    assert e.attendee.email == "j.oeztuerk-baecker@example.de"
