@@ -11,10 +11,12 @@ them in the event store and feeds nothing twice.
 from __future__ import annotations
 
 import logging
-import time
 
 from adapters.calcom.bookings import BookingsClient
 from adapters.calcom.http import CalcomApiError
+from core import clock
+from core.crypto import DecryptError
+from core.errors import PayloadError
 from core.models import AppointmentEvent
 from worker.reconcile import to_webhook_body
 from worker.runtime import Runtime
@@ -56,9 +58,14 @@ def _attempt(rt: Runtime, event_id: str, attempt: int) -> None:
             return
         delay = exc.retry_after or min(300.0, 5.0 * 2 ** (attempt - 1))
         rt.redis.hset(_attempts_key(rt), event_id, attempt)
-        rt.redis.zadd(rt.ledger.due, {f"series:{event_id}": time.time() + delay})
+        rt.redis.zadd(rt.ledger.due, {f"series:{event_id}": clock.now() + delay})
         log.warning("series follow-up postponed %.0fs: %s", delay, exc,
                     extra={"event_id": event_id})
+        return
+    except (KeyError, PayloadError, DecryptError) as exc:  # the cancel's body is gone or unreadable
+        rt.redis.hdel(_attempts_key(rt), event_id)
+        log.error("series follow-up impossible: %s", exc.__class__.__name__,
+                  extra={"event_id": event_id})
         return
     rt.redis.hdel(_attempts_key(rt), event_id)
     log.info("series follow-up occurrences=%d fed=%d", result["occurrences"], result["fed"],

@@ -55,7 +55,8 @@ class BookingsClient:
                 return []
         data = self._get(f"/bookings/{_path_part(series_uid)}").get("data")
         occurrences = data if isinstance(data, list) else [data]
-        return [b for b in occurrences if isinstance(b, dict) and isinstance(b.get("uid"), str)]
+        return [b for b in occurrences if isinstance(b, dict)
+                and all(isinstance(b.get(f), str) and b[f] for f in ("uid", "start", "end"))]
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from core import clock
 from core.errors import PayloadError
 from core.models import TRIGGER_KINDS, UNKNOWN_SEQUENCE, AppointmentEvent, EventKind, Person
 
@@ -226,7 +227,7 @@ def _no_show(event_id: str, body: WebhookBody,
         event_id=event_id, trigger=body.trigger, kind=EventKind.NO_SHOW,
         appointment_key=appointment_key(uid, None, None, resolve_key), uid=uid,
         previous_uid=None, booking_id=p.get("bookingId"), sequence=UNKNOWN_SEQUENCE,
-        created_at=body.created_at or datetime.now(UTC), start=None, end=None,
+        created_at=body.created_at or clock.now_utc(), start=None, end=None,
         status="ACCEPTED", organizer=Person(), attendee=Person(), no_show=any(flags),
     )
 
