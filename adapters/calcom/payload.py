@@ -223,6 +223,8 @@ def _no_show(event_id: str, body: WebhookBody,
     p = body.payload
     uid = str(p["bookingUid"])
     flags = [bool(a.get("noShow")) for a in p.get("attendees", []) if isinstance(a, dict)]
+    if not flags and body.trigger == "AFTER_GUESTS_CAL_VIDEO_NO_SHOW":
+        flags = [True]  # the trigger itself says no guest joined
     return AppointmentEvent(
         event_id=event_id, trigger=body.trigger, kind=EventKind.NO_SHOW,
         appointment_key=appointment_key(uid, None, None, resolve_key), uid=uid,

@@ -140,3 +140,9 @@ def test_the_patient_is_the_booker_not_the_co_host_listed_in_a_team_cancel():
         {"name": "Dr. Ömer Çelik", "email": "oemer.celik@praxis-nord.example"},
         {"name": "Jürgen Öztürk-Bäcker & Sohn", "email": "j.oeztuerk-baecker@example.de"}])
     assert e.attendee.email == "j.oeztuerk-baecker@example.de"
+
+
+def test_cal_video_guest_no_show_without_attendee_flags_is_still_a_no_show():
+    assert event("AFTER_GUESTS_CAL_VIDEO_NO_SHOW.json", attendees=[]).no_show is True
+    flagged_false = [{"email": "j.oeztuerk-baecker@example.de", "noShow": False}]
+    assert event("BOOKING_NO_SHOW_UPDATED.json", attendees=flagged_false).no_show is False
