@@ -105,3 +105,25 @@ def test_series_follow_up_waits_out_a_rate_limit_and_then_cancels(stack, tmp_pat
     assert sent(folder)[OCCURRENCES[0][0]] == [("S12", "Booked")]
     assert rclient.hlen("calehr:series-attempts") == 0
     assert [r["path"] for r in calcom.requests].count(f"/v2/bookings/{OCCURRENCES[1][0]}") == 2
+
+
+def test_a_cancel_naming_its_series_asks_for_the_series_only(tmp_path, calcom, redis_url):
+    """In process, real Redis: with `recurringEventId` in the body the first lookup is skipped."""
+    from core.config import Settings
+    from worker.pipeline import process_event
+
+    folder = tmp_path / "praxis"
+    text = config_text(tmp_path / "outbox", extra_targets=praxis_nord(folder),
+                       routes='[[routes]]\ntargets = ["praxis"]\n').replace(
+        "[calcom]\n", f'[calcom]\napi_url = "{calcom.url}"\napi_key = "{API_KEY}"\n', 1)
+    fed: list[str] = []
+    rt = Runtime.build(Settings.from_toml(text, {"REDIS_URL": redis_url}),
+                       kick=lambda *a: None, reprocess=lambda event_id, force: fed.append(event_id))
+    for name in CREATED:
+        assert process_event(rt, rt.store.put(fixture_bytes(name), "BOOKING_CREATED")[0]) == "accepted"
+    put_series(calcom, cancelled_from=2)
+    cancel = with_changes(fixture_bytes(CANCEL), recurringEventId=SERIES)
+    assert process_event(rt, rt.store.put(cancel, "BOOKING_CANCELLED")[0]) == "accepted"
+    assert [r["path"] for r in calcom.requests] == [f"/v2/bookings/{SERIES}"]
+    assert len(fed) == 1 and process_event(rt, fed[0]) == "accepted"
+    assert sent(folder)[OCCURRENCES[2][0]] == [("S12", "Booked"), ("S15", "Cancelled")]
