@@ -24,6 +24,8 @@ pytestmark = pytest.mark.slow
 SEGMENT = re.compile(r"^[A-Z][A-Z0-9]{2}\|")
 FINAL = (b"done", b"skipped", b"ignored", b"unrouted", b"dead")
 VIDEO_UID = "m3x55KsT8qx2SK2HFDi4zV"
+REAL_PHI = ("Jürgen", "Öztürk", "j.oeztuerk-baecker@example.de", "+4915112345678", "1979-02-28",
+            "A123456789", "MRT-Befund", "Helga", "Weiß")
 # the host marks the Cal Video guest absent after Cal.com already did: same news, sent once
 VIDEO_NO_SHOW_BY_HOST = with_changes(fixture_bytes("BOOKING_NO_SHOW_UPDATED.json"),
                                      bookingUid=VIDEO_UID, bookingId=90210)
@@ -147,6 +149,10 @@ def test_each_booking_keeps_one_key_through_every_trigger_sequence(stack, tmp_pa
                   if SEGMENT.match(line) and not line.startswith("MSH")]
         sent = [str(seg) for m in got[key] for seg in m if str(seg[0]) != "MSH"]
         assert mapped == sent, flow
+    # the logs of web and worker name ids and codes, never the patient or what they wrote
+    logs = "".join(p.output() for p in stack.procs)
+    assert '"event_id"' in logs
+    assert [s for s in REAL_PHI if s in logs] == []
     # a no-show alone maps against the booking the bridge knows (its times and patient)
     alone = written(tmp_path, with_changes(fixture_bytes("BOOKING_NO_SHOW_UPDATED.json"),
                                            bookingUid="6wiopixSVJcQ8cHgd6ahBy"))
