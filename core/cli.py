@@ -75,7 +75,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_map(args: argparse.Namespace) -> int:
     from core.mapcmd import run_map
 
-    return run_map(_settings(), Path(args.file), args.target)
+    return run_map(_settings(), [Path(f) for f in args.file], args.target)
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_config_check)
 
     mp = sub.add_parser("map", help="print the message(s) a webhook body maps to; sends nothing")
-    mp.add_argument("file")
+    mp.add_argument("file", nargs="+", help="one body, or one booking's bodies in order")
     mp.add_argument("--target", default=None)
     mp.set_defaults(func=cmd_map)
 

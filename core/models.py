@@ -27,8 +27,14 @@ TRIGGER_KINDS: dict[str, EventKind] = {
     "BOOKING_CANCELLED": EventKind.CANCELLED,
     "BOOKING_REJECTED": EventKind.REJECTED,
     "BOOKING_NO_SHOW_UPDATED": EventKind.NO_SHOW,
+    # Cal Video saw no guest join. AFTER_HOSTS_CAL_VIDEO_NO_SHOW stays unmapped (recorded as
+    # ignored): a host who did not join is not a patient no-show (README "Cal.com triggers").
+    "AFTER_GUESTS_CAL_VIDEO_NO_SHOW": EventKind.NO_SHOW,
     "MEETING_ENDED": EventKind.MEETING_ENDED,
 }
+
+
+UNKNOWN_SEQUENCE = -1  # the body carries no iCalSequence: the ledger's last one applies
 
 
 class AckCode(StrEnum):
@@ -58,11 +64,11 @@ class AppointmentEvent:
     event_id: str
     trigger: str
     kind: EventKind
-    appointment_key: str  # iCalUID when present, else the root of the uid chain
+    appointment_key: str  # the key the ledger knows for the booking, else its uid chain's root
     uid: str  # this booking version's Cal.com uid
     previous_uid: str | None  # rescheduleUid: the booking this one replaces
     booking_id: int | None
-    sequence: int  # iCalSequence
+    sequence: int  # iCalSequence, or UNKNOWN_SEQUENCE
     created_at: datetime  # webhook createdAt (UTC)
     start: datetime | None  # UTC
     end: datetime | None  # UTC
@@ -79,6 +85,9 @@ class AppointmentEvent:
     cancellation_reason: str = ""
     no_show: bool | None = None
     synthetic: bool = False  # made by reconciliation, not by a webhook
+    ical_uid: str = ""  # an attribute only: Cal.com leaves it out of some bodies
+    recurring: bool = False  # one occurrence of a recurring series
+    series_uid: str = ""  # recurringEventId, when the body names it
 
     @property
     def duration_minutes(self) -> int | None:
@@ -90,6 +99,12 @@ class AppointmentEvent:
         """A booking-form answer as text ("" when the field is unset or not text)."""
         value = self.responses.get(name) if name else None
         return value.strip() if isinstance(value, str) else ""
+
+    def with_no_show(self, news: AppointmentEvent) -> AppointmentEvent:
+        """A no-show body names a booking only: this booking event, carrying that news."""
+        return dataclasses.replace(self, event_id=news.event_id, trigger=news.trigger,
+                                   kind=news.kind, created_at=news.created_at,
+                                   no_show=news.no_show)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

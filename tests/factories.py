@@ -33,7 +33,7 @@ def with_changes(body: bytes, **payload_changes: object) -> bytes:
 
 
 def placer_of(i: int, tag: str = "A") -> str:
-    return f"{tag}{i:021d}"[:22] + "@Cal.com"
+    return f"{tag}{i:021d}"[:22]  # the first booking uid: the appointment key
 
 
 def sim_messages(out_dir: Path) -> list[dict]:
@@ -79,3 +79,24 @@ def meeting_ended_body(name: str = "02_booking_created.json") -> bytes:
         "payment": [], "references": [], "appsStatus": None,
     }
     return json.dumps(row, separators=(",", ":")).encode()
+
+
+def fixture_ledger(uid: str) -> str | None:
+    """What the ledger knows after the 02 and 04 fixtures: the moved booking's uid resolves to
+    the first booking's key (adapter tests normalise bodies without a worker)."""
+    return CREATED_UID.decode() if uid.encode() in (CREATED_UID, MOVED_UID) else None
+
+
+def praxis_nord(outbox: Path) -> str:
+    """Config lines for the bodies made by Cal.com's own code (tests/fixtures/calcom/README.md):
+    their provider, event types and location, and a file target "praxis" that sends notes."""
+    types = [("erstgespraech", "EG"), ("kontrolltermin", "KT"), ("physio-serie", "PS"),
+             ("gruppenschulung", "GS"), ("privatsprechstunde", "PV"), ("videosprechstunde", "VS")]
+    lines = ['[[providers]]\ncalcom_user = "dr-weiss"\nehr_id = "WEISS01"\n'
+             'name = "Weiss^Helga^^^Dr."\nics_token = "tok-weiss"\n']
+    lines += [f'[[event_types]]\nslug = "{slug}"\ncode = "{code}"\nname = "{slug}"\n'
+              for slug, code in types]
+    lines.append('[[locations]]\nmatch = "Praxis Nord"\ncode = "NORD^1^^PN"\nname = "Praxis Nord"\n')
+    lines.append(f'[[targets]]\nname = "praxis"\nkind = "file"\npath = "{outbox}"\n'
+                 'timezone = "Europe/Berlin"\nallow_notes = true\n')
+    return "\n".join(lines)

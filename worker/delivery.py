@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 import uuid
@@ -177,9 +176,7 @@ def _event_for(rt: Runtime, d: Delivery, known: dict[str, Loaded]) -> Loaded:
         if not d.base_event_id:
             raise MappingError("no earlier booking event to take the no-show's times from")
         base, _ = load_event(rt, d.base_event_id)
-        event = dataclasses.replace(
-            base, event_id=event.event_id, trigger=event.trigger, kind=event.kind,
-            created_at=event.created_at, no_show=event.no_show)
+        event = base.with_no_show(event)
     return event, received_at
 
 

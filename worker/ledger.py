@@ -1,6 +1,6 @@
 """The appointment ledger (Redis): identity, dedupe, order and delivery records.
 
-Per appointment key (iCalUID, else the root of the uid chain):
+Per appointment key (see adapters/calcom/payload.appointment_key):
 - the uid chain, the last accepted (sequence, createdAt), logical-duplicate marks;
 - per target: the last applied order, status, message event, EHR id and control ids;
 - per target: an ordered queue of pending deliveries (a sorted set scored by accept order).
@@ -126,6 +126,17 @@ class Ledger:
             appointment={k.decode(): v.decode() for k, v in appt.items()},
             uids={u.decode() for u in uids},
             uid_statuses={k.decode(): v.decode() for k, v in statuses.items()})
+
+    def snapshot_view(self, key: str) -> dict[str, Any]:
+        """Read only (for `calehr map`): the appointment, its uids and their statuses."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(self.appt(key))
+        pipe.smembers(self.appt(key) + ":uids")
+        pipe.hgetall(self.appt(key) + ":uid-status")
+        appt, uids, statuses = pipe.execute()
+        return {"appointment": {k.decode(): v.decode() for k, v in appt.items()},
+                "uids": {u.decode() for u in uids},
+                "uid_statuses": {k.decode(): v.decode() for k, v in statuses.items()}}
 
     def seen(self, key: str, mark: str) -> str | None:
         value = self.r.hget(self.appt(key) + ":seen", mark)

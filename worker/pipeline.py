@@ -90,6 +90,11 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
         dl = rt.deadletters.for_event(event_id)
         if dl and dl.state == "replayed":
             rt.deadletters.set_state(dl.id, "resolved", "system", f"event {state}")
+    if state in ("accepted", "unrouted") and event.kind is EventKind.CANCELLED \
+            and stored.source != "reconciliation":
+        from worker.series import after_cancel
+
+        after_cancel(rt, event)  # one cancel may stand for several occurrences of a series
     if state in ("accepted", "unrouted", "skipped"):  # the uid is known now, whatever was sent
         for waiting_id in rt.ledger.waiting_for(event.uid):
             rt.ledger.unpark(waiting_id)
@@ -124,8 +129,7 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
         log.info("event waits for its predecessor", extra=ctx)
         return "waiting", []
 
-    sequence = event.sequence if event.kind is not EventKind.NO_SHOW else int(appt.get("last_sequence", 0))
-    mark = f"{sequence}:{event.trigger}" + (f":{event.no_show}" if event.kind is EventKind.NO_SHOW else "")
+    sequence, mark = sequence_and_mark(event, appt)
     if not force:
         seen = ledger.seen(key, mark)
         if seen and seen != eid:
@@ -133,7 +137,7 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
             rt.audit.record("system", "event.skipped", eid, reason="logical_duplicate", of=seen)
             log.info("logical duplicate skipped", extra=ctx)
             return "skipped", []
-        stale = _stale_reason(event, sequence, appt)
+        stale = skip_reason(event, sequence, appt, snap.uid_statuses)
         if stale:
             rt.store.set_state(eid, "skipped", stale, key)
             rt.audit.record("system", "event.skipped", eid, reason=stale)
@@ -145,7 +149,9 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
     routed = route(event, rt.settings) if message_event else []
     targets = opted_in(event, routed, rt.settings)
     order = snap.next_order
-    base = appt.get("last_event_id", "") if event.kind is EventKind.NO_SHOW else ""
+    # a no-show goes out with the booking's last event (not an earlier no-show: it has no times)
+    base = (appt.get("booking_event_id") or appt.get("last_event_id", "")
+            if event.kind is EventKind.NO_SHOW else "")
     deliveries = [
         Delivery(id=f"{eid}.{t}", event_id=eid, appointment_key=key, target=t,
                  message_event=message_event or "", order=order,
@@ -168,6 +174,10 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
         elif state == "accepted":
             rt.audit.queue(pipe, "system", "event.accepted", eid, appointment_key=key,
                            message_event=message_event, targets=targets)
+        if event.recurring:
+            pipe.hset(ledger.appt(key), "recurring", event.series_uid or "1")
+        if event.kind is not EventKind.NO_SHOW:
+            pipe.hset(ledger.appt(key), "booking_event_id", eid)
 
     ledger.accept(key, event_id=eid, uid=event.uid, previous_uid=event.previous_uid,
                   mark=mark, sequence=sequence, created_at=event.created_at.timestamp(),
@@ -181,6 +191,23 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
         return "skipped", []
     log.info("event accepted", extra={**ctx, "outcome": message_event})
     return "accepted", targets
+
+
+def sequence_and_mark(event: AppointmentEvent, appt: dict[str, str]) -> tuple[int, str]:
+    """The sequence the event is applied at (a body without one takes the appointment's last) and
+    its logical-duplicate mark. No-shows from a person and from Cal Video share one mark."""
+    sequence = event.sequence if event.sequence >= 0 else int(appt.get("last_sequence", 0))
+    if event.kind is EventKind.NO_SHOW:
+        return sequence, f"{sequence}:BOOKING_NO_SHOW_UPDATED:{event.no_show}"
+    return sequence, f"{sequence}:{event.trigger}"
+
+
+def skip_reason(event: AppointmentEvent, sequence: int, appt: dict[str, str],
+                uid_statuses: dict[str, str]) -> str | None:
+    """Why an event that is no duplicate must not go out (None: it goes)."""
+    if event.kind.value in CANCEL_KINDS and uid_statuses.get(event.uid) in CANCEL_KINDS:
+        return "stale:booking already cancelled"  # e.g. by a series follow-up
+    return _stale_reason(event, sequence, appt)
 
 
 def _needed_uid(event: AppointmentEvent, uids: set[str]) -> str | None:

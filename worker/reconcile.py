@@ -56,6 +56,7 @@ def to_webhook_body(booking: dict[str, Any]) -> bytes:
         "rescheduleUid": booking.get("rescheduledFromUid"),
         "iCalUID": booking.get("icsUid") or booking.get("iCalUID"),
         "iCalSequence": booking.get("iCalSequence"),
+        "recurringEventId": booking.get("recurringBookingUid"),  # an occurrence of a series
     }
     payload = {k: v for k, v in payload.items() if v is not None}
     body = {"triggerEvent": trigger, "createdAt": booking.get("updatedAt") or booking["start"],

@@ -91,6 +91,10 @@ def sweep(rt: Runtime) -> dict:
             woke += 1
         elif kind == "wait" and pipeline.expire_wait(rt, rest):
             expired += 1
+        elif kind == "series":
+            from worker.series import retry
+
+            retry(rt, rest)
     stale_after = rt.settings.delivery.stuck_event_seconds
     members = list(rt.redis.sscan_iter(rt.ledger.pending_index, count=500))
     for start in range(0, len(members), 500):  # one round trip per 500 queues, not three each

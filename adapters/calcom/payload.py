@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from core import clock
 from core.errors import PayloadError
-from core.models import TRIGGER_KINDS, AppointmentEvent, EventKind, Person
+from core.models import TRIGGER_KINDS, UNKNOWN_SEQUENCE, AppointmentEvent, EventKind, Person
 
 BOOKING_FIELDS = ("uid", "startTime", "endTime", "organizer")
 FLAT_FIELDS = ("uid", "startTime", "endTime")
@@ -73,7 +74,8 @@ def _check_fields(body: WebhookBody) -> None:
         if not body.flat and isinstance(p.get("organizer"), dict) is False and \
                 "payload.organizer" not in missing:
             missing.append("payload.organizer")
-        if kind is EventKind.RESCHEDULED and not p.get("rescheduleUid") and not p.get("iCalUID"):
+        if kind is EventKind.RESCHEDULED and not any(
+                p.get(f) for f in ("rescheduleUid", "rootBookingUid", "iCalUID")):
             missing.append("payload.rescheduleUid")
     if body.created_at is None and not body.flat:
         missing.insert(0, "createdAt")
@@ -113,6 +115,24 @@ def _str(value: Any) -> str:
     return str(value)
 
 
+def appointment_key(uid: str, previous_uid: str | None, root_uid: str | None,
+                    resolve_key: Callable[[str], str | None]) -> str:
+    """One key for a booking's whole life, whatever identifiers a body carries.
+
+    The ledger decides first: a uid it has seen (this one, the one it replaces, the chain's
+    root) keeps the key it was given, which also keeps keys of older ledgers (iCalUIDs). A new
+    booking is keyed by the root of its uid chain: every later body names it, or names a uid
+    chained to it (`rescheduleUid`, `rootBookingUid`). iCalUID is not used: Cal.com leaves it
+    out after a confirmation, a payment, a rejection and for some reschedules.
+    """
+    for candidate in (uid, previous_uid, root_uid):
+        if candidate:
+            known = resolve_key(candidate)
+            if known:
+                return known
+    return root_uid or previous_uid or uid
+
+
 def normalise(
     event_id: str,
     body: WebhookBody,
@@ -120,34 +140,18 @@ def normalise(
 ) -> AppointmentEvent:
     """Turn a checked body into an AppointmentEvent.
 
-    `resolve_key(uid)` returns the appointment key the ledger knows for a uid; it is used
-    when `iCalUID` is missing (no-show events, old payloads).
+    `resolve_key(uid)` returns the appointment key the ledger knows for a booking uid.
     """
     if not body.handled:
         raise PayloadError(f"trigger {body.trigger} is not handled", 422)
     p = body.payload
     kind = TRIGGER_KINDS[body.trigger]
     if kind is EventKind.NO_SHOW:
-        uid = p["bookingUid"]
-        flags = [a.get("noShow") for a in p.get("attendees", []) if isinstance(a, dict)]
-        return AppointmentEvent(
-            event_id=event_id, trigger=body.trigger, kind=kind,
-            appointment_key=resolve_key(uid) or uid, uid=uid, previous_uid=None,
-            booking_id=p.get("bookingId"), sequence=-1,
-            created_at=body.created_at or datetime.now(UTC), start=None, end=None,
-            status="ACCEPTED", organizer=Person(), attendee=Person(),
-            no_show=any(bool(f) for f in flags),
-        )
+        return _no_show(event_id, body, resolve_key)
 
     uid = str(p["uid"])
-    previous_uid = p.get("rescheduleUid") or p.get("fromReschedule") or None
-    ical_uid = p.get("iCalUID")
-    if ical_uid:
-        key = str(ical_uid)
-    elif previous_uid:
-        key = resolve_key(previous_uid) or previous_uid
-    else:
-        key = resolve_key(uid) or uid
+    previous_uid = _text_or_none(p.get("rescheduleUid") or p.get("fromReschedule"))
+    key = appointment_key(uid, previous_uid, _text_or_none(p.get("rootBookingUid")), resolve_key)
 
     organizer_raw = p.get("organizer") if not body.flat else p.get("user")
     organizer_raw = organizer_raw if isinstance(organizer_raw, dict) else {}
@@ -157,12 +161,11 @@ def normalise(
         username=_str(organizer_raw.get("username")),
         timezone=_str(organizer_raw.get("timeZone")),
     )
-    attendees = [a for a in p.get("attendees") or [] if isinstance(a, dict)]
-    first = attendees[0] if attendees else {}
     responses_raw = p.get("responses") if isinstance(p.get("responses"), dict) else {}
     responses = {k: _value(v) for k, v in responses_raw.items()}
     for k, v in (p.get("userFieldsResponses") or {}).items():
         responses.setdefault(k, _value(v))
+    first = _patient(p, responses, organizer.email)
     name = _str(first.get("name") or responses.get("name"))
     first_name = _str(first.get("firstName"))
     last_name = _str(first.get("lastName"))
@@ -192,7 +195,7 @@ def normalise(
         uid=uid,
         previous_uid=str(previous_uid) if previous_uid else None,
         booking_id=p.get("bookingId") if not body.flat else p.get("id"),
-        sequence=int(sequence) if isinstance(sequence, int) else 0,
+        sequence=sequence if _is_count(sequence) else UNKNOWN_SEQUENCE,
         created_at=created_at,
         start=_parse_time(p["startTime"], "startTime"),
         end=_parse_time(p["endTime"], "endTime"),
@@ -205,9 +208,59 @@ def normalise(
         event_type_slug=_str(p.get("type")),
         event_title=_str(p.get("eventTitle") or p.get("title")),
         team=_str(team.get("name")) if isinstance(team, dict) else "",
-        notes=_str(p.get("additionalNotes") or p.get("description") or responses.get("notes")),
+        notes=_booker_notes(p, responses),
         cancellation_reason=_str(p.get("cancellationReason") or p.get("rejectionReason")),
+        ical_uid=_str(p.get("iCalUID")),
+        recurring=bool(p.get("recurringEventId") or p.get("recurringEvent")),
+        series_uid=_str(p.get("recurringEventId")),
     )
+
+
+def _no_show(event_id: str, body: WebhookBody,
+             resolve_key: Callable[[str], str | None]) -> AppointmentEvent:
+    """BOOKING_NO_SHOW_UPDATED (a person marked it) or AFTER_GUESTS_CAL_VIDEO_NO_SHOW (Cal Video
+    saw no guest join): the booking it names, and whether its attendees are absent."""
+    p = body.payload
+    uid = str(p["bookingUid"])
+    flags = [bool(a.get("noShow")) for a in p.get("attendees", []) if isinstance(a, dict)]
+    if not flags and body.trigger == "AFTER_GUESTS_CAL_VIDEO_NO_SHOW":
+        flags = [True]  # the trigger itself says no guest joined
+    return AppointmentEvent(
+        event_id=event_id, trigger=body.trigger, kind=EventKind.NO_SHOW,
+        appointment_key=appointment_key(uid, None, None, resolve_key), uid=uid,
+        previous_uid=None, booking_id=p.get("bookingId"), sequence=UNKNOWN_SEQUENCE,
+        created_at=body.created_at or clock.now_utc(), start=None, end=None,
+        status="ACCEPTED", organizer=Person(), attendee=Person(), no_show=any(flags),
+    )
+
+
+def _patient(p: dict[str, Any], responses: dict[str, Any], organizer_email: str) -> dict:
+    """The attendee who booked: the one with the booker's e-mail, else the first who is not staff
+    (Cal.com lists a team event's co-host among the attendees of a cancel)."""
+    attendees = [a for a in p.get("attendees") or [] if isinstance(a, dict)]
+    booker = _str(responses.get("email")).lower()
+    team = p.get("team") if isinstance(p.get("team"), dict) else {}
+    staff = {organizer_email.lower()} | {_str(m.get("email")).lower()
+                                         for m in team.get("members") or [] if isinstance(m, dict)}
+    for wanted in (lambda e: booker and e == booker, lambda e: e not in staff):
+        for a in attendees:
+            if wanted(_str(a.get("email")).lower()):
+                return a
+    return attendees[0] if attendees else {}
+
+
+def _booker_notes(p: dict[str, Any], responses: dict[str, Any]) -> str:
+    """What the booker wrote. Never `description`: Cal.com fills it with the event type's
+    description when the booker wrote nothing."""
+    return _str(p.get("additionalNotes") or responses.get("notes"))
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _text_or_none(value: Any) -> str | None:
+    return str(value) if isinstance(value, str | int) and str(value) else None
 
 
 def _default_status(kind: EventKind) -> str:

@@ -1,5 +1,5 @@
-"""A local HTTP server that answers the way Cal.com API v2 (2024-08-13) documents:
-`GET /v2/bookings`, and `POST /v2/bookings/{uid}/reschedule | cancel | mark-absent`."""
+"""A local HTTP server that answers the way Cal.com API v2 (2024-08-13) documents: `GET /v2/bookings`,
+`GET /v2/bookings/{uid}`, and `POST /v2/bookings/{uid}/reschedule | cancel | mark-absent`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 import uuid
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 API_KEY = "cal_test_0123456789"
 
@@ -42,6 +42,8 @@ class FakeCalcom:
                     return self._send(401, {"status": "error", "error": {"code": "UNAUTHORIZED"}})
                 if self.headers.get("cal-api-version") != "2024-08-13":
                     return self._send(400, {"status": "error", "error": {"code": "BAD_VERSION"}})
+                if url.path.startswith("/v2/bookings/"):
+                    return self._one(url.path.removeprefix("/v2/bookings/"))
                 if url.path != "/v2/bookings":
                     return self._send(404, {"status": "error"})
                 if outer.rate_limit_next:
@@ -77,6 +79,21 @@ class FakeCalcom:
                     return self._send(404, {"status": "error"})
                 status, data = outer.act(m.group(1), m.group(2), body)
                 self._send(status, {"status": "success" if status < 300 else "error", "data": data})
+
+            def _one(self, uid: str) -> None:
+                """GET /v2/bookings/{bookingUid}: one booking, or, for the uid of a recurring
+                series (`recurringBookingUid`), the array of all its occurrences."""
+                uid = unquote(uid)
+                if outer.rate_limit_next:
+                    outer.rate_limit_next -= 1
+                    return self._send(429, {"status": "error"}, {"Retry-After": "2"})
+                if uid in outer.bookings:
+                    return self._send(200, {"status": "success", "data": outer.bookings[uid]})
+                series = sorted((b for b in outer.bookings.values()
+                                 if b.get("recurringBookingUid") == uid), key=lambda b: b["start"])
+                if series:
+                    return self._send(200, {"status": "success", "data": series})
+                return self._send(404, {"status": "error", "error": {"code": "NOT_FOUND"}})
 
             def log_message(self, *args):
                 pass

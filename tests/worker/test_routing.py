@@ -58,7 +58,7 @@ def test_fhir_target_down_does_not_hold_back_the_mllp_target(stack, outbox, tmp_
                          and a, 60, 0.2, "the FHIR Appointment to end cancelled")
         assert len(appts) == 1
         assert appts[0]["start"].startswith("2026-10-16T14:30:00")  # the rescheduled time
-        assert appts[0]["identifier"][0]["value"] == "7xQm2kVd9RbTn4FgHs1LpA@Cal.com"
+        assert appts[0]["identifier"][0]["value"] == "7xQm2kVd9RbTn4FgHs1LpA"
         assert len(fhir.all("Patient")) == 1
     finally:
         fhir.stop()

@@ -44,7 +44,7 @@ def test_created_rescheduled_cancelled_arrive_as_s12_s13_s15(stack, outbox, tmp_
     parsed = [hl7.parse(m) for m in got]
     assert [str(p.segment("MSH")[9]) for p in parsed] == [
         "SIU^S12^SIU_S12", "SIU^S13^SIU_S12", "SIU^S15^SIU_S12"]
-    assert {str(p["SCH.F1.R1.C1"]) for p in parsed} == {"7xQm2kVd9RbTn4FgHs1LpA@Cal.com"}
+    assert {str(p["SCH.F1.R1.C1"]) for p in parsed} == {"7xQm2kVd9RbTn4FgHs1LpA"}
     assert [str(p["SCH.F25.R1.C1"]) for p in parsed] == ["Booked", "Booked", "Cancelled"]
     assert str(parsed[1]["TQ1.F7"]) == "20261016213000+0200"  # 19:30Z in Berlin summer time
     assert len({str(p.segment("MSH")[10]) for p in parsed}) == 3

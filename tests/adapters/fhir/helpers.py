@@ -11,6 +11,7 @@ from typing import Any
 from adapters.calcom.payload import normalise, parse_body
 from core.config import Settings
 from core.models import AppointmentEvent
+from tests.factories import fixture_ledger
 from tests.support import FIXTURES, config_text
 
 PATIENT_SYSTEM = "urn:oid:2.16.840.1.113883.3.7777.1"
@@ -26,7 +27,7 @@ def event_from(data: dict[str, Any] | str, edit: Callable[[dict[str, Any]], None
     body = fixture_json(data) if isinstance(data, str) else json.loads(json.dumps(data))
     if edit:
         edit(body)
-    return normalise(event_id, parse_body(json.dumps(body).encode()))
+    return normalise(event_id, parse_body(json.dumps(body).encode()), fixture_ledger)
 
 
 def no_show_of(base: AppointmentEvent, no_show: bool = True) -> AppointmentEvent:

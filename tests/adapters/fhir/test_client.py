@@ -16,7 +16,7 @@ from tests.adapters.fhir.fhir_server import FhirServer, outcome
 from tests.adapters.fhir.helpers import PATIENT_SYSTEM, event_from, fhir_settings
 from tests.support import PHI_STRINGS, free_port
 
-KEY = "7xQm2kVd9RbTn4FgHs1LpA@Cal.com"
+KEY = "7xQm2kVd9RbTn4FgHs1LpA"
 
 Connect = Callable[..., tuple[FhirClient, FhirProfile]]
 

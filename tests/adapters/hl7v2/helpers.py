@@ -10,6 +10,7 @@ from adapters.calcom.payload import normalise, parse_body
 from adapters.hl7v2 import SiuProfile
 from core.config import Settings
 from core.models import AppointmentEvent
+from tests.factories import fixture_ledger
 from tests.support import config_text, fixture_bytes
 
 MESSAGE_TIME = datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
@@ -21,7 +22,7 @@ def event_from(name: str, **payload_changes: object) -> AppointmentEvent:
         data = json.loads(body)
         data["payload"].update(payload_changes)
         body = json.dumps(data).encode()
-    return normalise("ev-" + name[:2], parse_body(body), lambda uid: None)
+    return normalise("ev-" + name[:2], parse_body(body), fixture_ledger)
 
 
 def profile(tmp_path, **target: str) -> SiuProfile:

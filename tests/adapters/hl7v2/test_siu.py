@@ -162,7 +162,7 @@ def test_placer_id_is_stable_across_reschedule_and_cancel(tmp_path):
         str(hl7.parse(build(event_from(f), prof, ev).decode())["SCH.F1.R1.C1"])
         for f, ev, _ in CASES if not f.startswith("03")
     }
-    assert placers == {"7xQm2kVd9RbTn4FgHs1LpA@Cal.com"}
+    assert placers == {"7xQm2kVd9RbTn4FgHs1LpA"}
 
 
 def test_message_time_is_in_target_zone():
@@ -183,7 +183,7 @@ def test_meeting_ended_builds_a_strictly_valid_s14_complete(tmp_path):
     msg = strict(build(event, profile(tmp_path, timezone='"America/Chicago"'), "S14"))
     assert msg.msh.msh_9.to_er7() == "SIU^S14^SIU_S12"
     assert msg.sch.sch_25.to_er7().split("^")[0] == "Complete"
-    assert msg.sch.sch_1.to_er7() == "7xQm2kVd9RbTn4FgHs1LpA@Cal.com^CALCOM"
+    assert msg.sch.sch_1.to_er7() == "7xQm2kVd9RbTn4FgHs1LpA^CALCOM"
     assert msg.tq1.tq1_7.to_er7() == "20261014100000-0500"
 
 
