@@ -22,7 +22,7 @@ from tests.worker.helpers import dead_letters
 
 pytestmark = pytest.mark.slow
 
-KEY = "7xQm2kVd9RbTn4FgHs1LpA@Cal.com"
+KEY = "7xQm2kVd9RbTn4FgHs1LpA"  # the first booking uid: the appointment key and SCH-1
 CREATED_UID, MOVED_UID = "7xQm2kVd9RbTn4FgHs1LpA", "Q3pW8nZk1sYc5VdTe7HbMu"
 # times from the clock: blocks that ended long ago are purged, so a past slot would prove nothing
 DAY = (datetime.now(UTC) + timedelta(days=30)).replace(hour=15, minute=0, second=0,

@@ -15,7 +15,7 @@ from tests.adapters.fhir.helpers import PATIENT_SYSTEM, event_from, fhir_setting
 from tests.peers.hl7fhir_peers import start
 from tests.support import PHI_STRINGS
 
-KEY = "7xQm2kVd9RbTn4FgHs1LpA@Cal.com"
+KEY = "7xQm2kVd9RbTn4FgHs1LpA"  # the first booking uid: the appointment key and SCH-1
 FLOW = ("02_booking_created.json", "04_booking_rescheduled.json", "05_booking_cancelled.json")
 
 
