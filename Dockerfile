@@ -6,6 +6,7 @@ COPY webhooks webhooks
 COPY worker worker
 COPY adapters adapters
 COPY deadletter deadletter
+COPY calehr calehr
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 calehr
 USER calehr
 ENV CALEHR_CONFIG=/config/calehr.toml

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from bench.load import booking, have_wrk, percentile, post_all, write_bodies, wrk
 from bench.stack import TARGET, BenchStack
+from core.ledger import control_id_for
 from tests.factories import placer_of
-from worker.ledger import control_id_for
 
 
 def wait_until(condition: Callable[[], object], timeout: float, interval: float = 0.2) -> bool:

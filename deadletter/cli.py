@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 
 from core.audit import cli_actor
 from core.config import Settings
+from core.deadletters import STAGES, STATES, DeadLetter, DeadLetterFilter, parse_utc
+from core.runtime import RuntimeFactory
 from deadletter.replay import ReplayError, discard, replay
-from deadletter.store import STAGES, STATES, DeadLetter, DeadLetterFilter, parse_utc
 
 
 def _time(value: str) -> float:
@@ -65,11 +66,9 @@ def _row(d: DeadLetter) -> str:
             f"{d.error_code:<22} {d.appointment_key}")
 
 
-def main(settings: Settings, argv: list[str]) -> int:
-    from worker.producer import make_client_runtime
-
+def main(settings: Settings, argv: list[str], make_runtime: RuntimeFactory) -> int:
     args = parser().parse_args(argv)
-    rt = make_client_runtime(settings)
+    rt = make_runtime(settings)
     actor = cli_actor()
     store = rt.deadletters
 

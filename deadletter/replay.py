@@ -7,7 +7,7 @@ import hashlib
 import json
 import time
 
-from worker.runtime import Runtime
+from core.runtime import Runtime
 
 
 class ReplayError(Exception):

@@ -203,18 +203,18 @@ def base_env(config: Path, redis_url: str) -> dict[str, str]:
 
 
 def worker_cmd(concurrency: int = 2, hostname: str = "w1") -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "calehr",
+    return [sys.executable, "-m", "celery", "-A", "calehr.celery_app", "worker", "-Q", "calehr",
             "-c", str(concurrency), "--loglevel", "INFO", "--without-gossip", "--without-mingle",
             "--hostname", f"{hostname}@%h"]
 
 
 def beat_cmd(schedule: Path) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel",
+    return [sys.executable, "-m", "celery", "-A", "calehr.celery_app", "beat", "--loglevel",
             "INFO", "--schedule", str(schedule)]
 
 
 def web_cmd(port: int, workers: int = 2) -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "webhooks.wsgi:app", "--bind", f"127.0.0.1:{port}",
+    return [sys.executable, "-m", "gunicorn", "calehr.wsgi:app", "--bind", f"127.0.0.1:{port}",
             "--workers", str(workers)]
 
 

@@ -19,7 +19,7 @@ import requests
 from tests.support import ROOT, config_text, fixture_bytes, free_port, post_signed, wait_for, wait_http
 
 pytestmark = pytest.mark.slow
-PACKAGES = ("core", "adapters", "worker", "webhooks", "deadletter")
+PACKAGES = ("core", "adapters", "worker", "webhooks", "deadletter", "calehr")
 IMPORT_ALL = f"""
 import importlib, pkgutil
 names = []

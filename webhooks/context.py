@@ -10,6 +10,7 @@ import redis
 from flask import current_app
 
 from core.config import Settings
+from core.interfaces import EhrServices
 from core.metrics import Metrics
 from core.spool import IngestSpool
 from core.store import EventStore
@@ -25,6 +26,7 @@ class BridgeContext:
     enqueue: Callable[[str], None]
     metrics: Metrics
     spool: IngestSpool | None = None
+    ehr_services: EhrServices | None = None  # FHIR inbound's busy blocks and EHR changes
 
     def accept(self, raw: bytes, trigger: str, *, handled: bool, source: str = "webhook",
                received_at: float | None = None) -> tuple[str, bool]:

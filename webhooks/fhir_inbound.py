@@ -33,6 +33,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from core.blocks import BLOCK, NONE, RELEASE, BlockChange
 from core.inbound_store import InboundStore
+from core.interfaces import BusyBlocks, EhrChanges, EhrReport
 from webhooks.context import bridge
 
 log = logging.getLogger(__name__)
@@ -158,8 +159,8 @@ def _read(kind: str) -> tuple[bytes, dict[str, Any]]:
 @dataclass(frozen=True)
 class _Inbound:
     store: InboundStore
-    service: Any  # worker.blocking.BlockingService, imported on first use
-    own: Any  # worker.ehr_changes.OwnAppointments
+    service: BusyBlocks
+    own: EhrChanges
     known: dict[str, str]  # ids a provider is named by (ehr_id, fhir_id) -> ehr_id
 
 
@@ -167,16 +168,15 @@ def _inbound() -> _Inbound:
     """Built once per app, like the MLLP listener's handler, with the bridge's cipher."""
     inbound = current_app.extensions.get("calehr-fhir-inbound")
     if inbound is None:
-        from worker.blocking import BlockingService
-        from worker.ehr_changes import OwnAppointments
-
         ctx = bridge()
         cipher = ctx.store.cipher
         known = {p.ehr_id: p.ehr_id for p in ctx.settings.providers}
         known.update({p.fhir_id: p.ehr_id for p in ctx.settings.providers if p.fhir_id})
-        inbound = _Inbound(InboundStore.for_settings(ctx.settings, ctx.redis, cipher),
-                           BlockingService(ctx.settings, ctx.redis, cipher),
-                           OwnAppointments(ctx.settings, ctx.redis, cipher), known)
+        if ctx.ehr_services is None:
+            raise RuntimeError("FHIR inbound needs the EHR services (calehr.web.create_app wires them)")
+        service, own = ctx.ehr_services(ctx.settings, ctx.redis, cipher)
+        inbound = _Inbound(InboundStore.for_settings(ctx.settings, ctx.redis, cipher), service, own,
+                           known)
         current_app.extensions["calehr-fhir-inbound"] = inbound
     return inbound
 
@@ -216,7 +216,7 @@ def _handle(kind: str, url_id: str | None) -> tuple[Response, int]:
         said = f"{own}: about a Cal.com booking of ours, no block"
     else:
         if applied.api_pending:  # short timeouts; what fails stays queued for `calehr mllp`
-            service.sync.run([f"{provider}|{change.uid}" for provider in applied.providers])
+            service.sync_now([f"{provider}|{change.uid}" for provider in applied.providers])
         said = f"{applied.outcome}: {len(applied.providers)} provider(s)"
     log.info("FHIR %s applied: %s", kind, own or applied.outcome,
              extra={"outcome": own or applied.outcome})
@@ -268,8 +268,6 @@ OWN_EVENTS = {"booked": "S13", "pending": "S13", "arrived": "S14", "checked-in":
 def _own_appointment(inbound: _Inbound, resource: dict[str, Any]) -> str | None:
     """The outcome when the Appointment is one the bridge sent (its identifier system is a
     FHIR target's `identifier_system`), else None."""
-    from worker.ehr_changes import EhrReport
-
     settings = bridge().settings
     for ident in resource.get("identifier") or []:
         if not isinstance(ident, dict) or not isinstance(ident.get("value"), str):

@@ -9,8 +9,8 @@ from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from core.deadletters import DeadLetterStore
 from core.metrics import BridgeCollector
-from deadletter.store import DeadLetterStore
 from webhooks.context import BridgeContext, bridge
 
 bp = Blueprint("metrics", __name__)

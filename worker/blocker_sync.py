@@ -19,7 +19,7 @@ from adapters.calcom.api import BlockerApi
 from adapters.calcom.http import CalcomApiError
 from core.blocks import Block, BusyBlockStore
 from core.config import ProviderSettings, Settings
-from deadletter.store import DeadLetterStore
+from core.deadletters import DeadLetterStore
 
 log = logging.getLogger(__name__)
 

@@ -6,26 +6,18 @@ Used by the MLLP listener and the FHIR inbound endpoint, right after the message
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import redis
 
 from core.blocks import BLOCK, MOVE, NONE, RELEASE, Block, BlockChange, BusyBlockStore
 from core.config import ProviderSettings, Settings
+from core.conflicts import ConflictChecker
 from core.crypto import Cipher
-from deadletter.store import DeadLetterStore
+from core.deadletters import DeadLetterStore
+from core.interfaces import Applied
 from worker.blocker_sync import BlockerSync
-from worker.conflicts import ConflictChecker
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Applied:
-    outcome: str  # blocked | moved | unchanged | released | nothing
-    providers: tuple[str, ...] = ()
-    conflicts: int = 0
-    api_pending: bool = False
 
 
 class BlockingService:
@@ -37,6 +29,10 @@ class BlockingService:
         deadletters = DeadLetterStore(client, cipher, prefix)
         self.conflicts = ConflictChecker(client, cipher, prefix)
         self.sync = BlockerSync(settings, client, self.blocks, deadletters)
+
+    def sync_now(self, members: list[str]) -> int:
+        """Push these `provider|uid` blocks to Cal.com now (short timeouts; failures stay queued)."""
+        return self.sync.run(members)
 
     def apply(self, change: BlockChange) -> Applied:
         if change.action == NONE:

@@ -8,12 +8,12 @@ import uuid
 
 from core.ehr_echo import EhrEchoLedger, fingerprint
 from core.errors import MappingError
+from core.ledger import Delivery
 from core.models import DeliveryResult, EventKind
 from core.redact import error_text
-from worker.ledger import Delivery
-from worker.pipeline import Loaded, load_event
-from worker.retry import backoff_seconds
-from worker.runtime import Runtime
+from core.retry import backoff_seconds
+from core.runtime import Runtime
+from worker.events import Loaded, load_event
 from worker.transports import send_event
 
 log = logging.getLogger(__name__)

@@ -28,31 +28,19 @@ from adapters.calcom.payload import normalise, parse_body
 from core.audit import AuditLog
 from core.config import Settings, TargetSettings
 from core.crypto import Cipher, DecryptError
-from core.ehr_echo import EhrEchoLedger, Filler, fingerprint
+from core.deadletters import DeadLetterStore
+from core.ehr_echo import EhrEchoLedger, fingerprint
 from core.errors import PayloadError
+from core.interfaces import EhrReport
+from core.ledger import Ledger
 from core.models import AppointmentEvent
 from core.store import EventStore
-from deadletter.store import DeadLetterStore
-from worker.ledger import Ledger
 
 log = logging.getLogger(__name__)
 PLACER_NAMESPACE = "CALCOM"  # SCH-1.2 of every SIU the bridge sends (SiuProfile)
 CANCELLED_STATUSES = ("cancelled", "rejected")
 MAX_API_ATTEMPTS = 8
 WHAT_THE_EHR_DID = {"reschedule": "moved", "cancel": "cancelled", "no_show": "marked as no-show"}
-
-
-@dataclass(frozen=True)
-class EhrReport:
-    """What the EHR says about one appointment, whichever protocol it used."""
-
-    event: str  # S12..S26 (FHIR is mapped to these)
-    start: datetime | None
-    end: datetime | None
-    status: str = ""
-    reason: str = ""  # free text from the EHR: goes to Cal.com, never to logs
-    filler: Filler | None = None
-    origin: str = ""  # hl7:S13, fhir:Appointment
 
 
 @dataclass

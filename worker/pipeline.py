@@ -9,13 +9,13 @@ from adapters.calcom import api as calcom_api
 from adapters.calcom.payload import normalise, parse_body
 from core.crypto import DecryptError
 from core.errors import PayloadError
+from core.ledger import Delivery, control_id_for
 from core.lookup import find_provider
 from core.models import AppointmentEvent, EventKind
 from core.redact import error_text
-from worker.ledger import Delivery, control_id_for
+from core.runtime import Runtime
 from worker.routing import route
 from worker.rules import message_event_for, opted_in
-from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -25,17 +25,6 @@ CANCEL_KINDS = (EventKind.CANCELLED.value, EventKind.REJECTED.value)
 
 class AppointmentBusy(Exception):
     """Another worker holds this appointment's lock; retry shortly."""
-
-
-# an event as the worker uses it, and when the bridge received it
-Loaded = tuple[AppointmentEvent, float]
-
-
-def load_event(rt: Runtime, event_id: str) -> Loaded:
-    stored = rt.store.get(event_id)
-    if stored is None:
-        raise KeyError(event_id)
-    return normalise(event_id, parse_body(stored.body), rt.ledger.resolve), stored.received_at
 
 
 def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:

@@ -15,7 +15,7 @@ from adapters.calcom.bookings import BookingsClient
 from adapters.calcom.http import CalcomApiError
 from core import clock
 from core.models import EventKind
-from worker.runtime import Runtime
+from core.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

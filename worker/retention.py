@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from worker.runtime import Runtime
+from core.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

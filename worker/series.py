@@ -18,8 +18,8 @@ from core import clock
 from core.crypto import DecryptError
 from core.errors import PayloadError
 from core.models import AppointmentEvent
+from core.runtime import Runtime
 from worker.reconcile import to_webhook_body
-from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _attempt(rt: Runtime, event_id: str, attempt: int) -> None:
 
 def follow(rt: Runtime, event_id: str, client: BookingsClient) -> dict[str, int]:
     """Feed a synthetic cancel for every occurrence Cal.com cancelled and the EHR has booked."""
-    from worker.pipeline import load_event
+    from worker.events import load_event
 
     event, _ = load_event(rt, event_id)
     series = (rt.redis.hget(rt.ledger.appt(event.appointment_key), "recurring") or b"").decode()

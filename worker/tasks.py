@@ -9,8 +9,8 @@ import redis
 from celery import Celery, Task
 
 from core.config import Settings
+from core.runtime import Runtime
 from worker import delivery, pipeline
-from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from functools import lru_cache
 
 from core.config import Settings, TargetSettings
 from core.ehr_echo import Filler
+from core.ledger import Delivery
 from core.models import AppointmentEvent, DeliveryResult
-from worker.ledger import Delivery
 
 
 @lru_cache(maxsize=64)

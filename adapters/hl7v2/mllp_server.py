@@ -20,9 +20,11 @@ from dataclasses import dataclass
 
 from adapters.hl7v2.ack import build_ack
 from adapters.hl7v2.framing import FrameSplitter, frame
+from core.config import Settings
 
 log = logging.getLogger(__name__)
 Handler = Callable[[bytes], bytes]  # raw message -> ACK bytes (blocking; run in a thread)
+Background = Callable[[asyncio.Event], object]  # runs beside the listener until the stop event
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,9 @@ async def serve(listener: MLLPListener, host: str, port: int,
     listener.pool.shutdown(wait=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *,
+         make_app: Callable[[Settings], tuple[Handler, Background]]) -> int:
+    """`make_app(settings)` -> (handler, background): the composition root passes the worker's."""
     p = argparse.ArgumentParser(prog="calehr mllp", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=6661, help="0 = any free port (printed)")
@@ -141,26 +145,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=Limits.handler_threads)
     args = p.parse_args(argv)
 
-    from core.config import ConfigError, Settings
+    from core.config import ConfigError
     from core.logging import setup_logging
-    from worker.hl7_inbound import InboundApp
 
     setup_logging()
     try:
-        app = InboundApp(Settings.load())
+        handler, background = make_app(Settings.load())
     except (ConfigError, RuntimeError) as exc:
         print(f"calehr mllp: {exc}", file=sys.stderr)
         return 2
-    listener = MLLPListener(app.handler.handle, Limits(args.max_frame_bytes, args.idle_timeout,
+    listener = MLLPListener(handler, Limits(args.max_frame_bytes, args.idle_timeout,
                                                        args.max_connections, args.threads))
     try:
-        asyncio.run(serve(listener, args.host, args.port, app.sync_loop))
+        asyncio.run(serve(listener, args.host, args.port, background))
     except OSError as exc:
         print(f"calehr mllp: cannot listen on {args.host}:{args.port}: {exc.strerror}",
               file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

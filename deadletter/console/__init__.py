@@ -1,6 +1,6 @@
 """The dead-letter console: a server-rendered Flask blueprint mounted at /console.
 
-`register_console(app, settings)` is called by `webhooks.create_app` when
+`register_console(app, settings, make_runtime)` is called by `calehr.web.create_app` when
 `[console] secret_key` is set. Everything the console needs lives in `ConsoleContext`.
 """
 
@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Blueprint, Flask
+from flask import Flask
 
 from core.config import Settings
+from core.runtime import RuntimeFactory
+from deadletter.console.blueprint import console_bp
 
-console_bp = Blueprint("console", __name__, url_prefix="/console",
-                       template_folder="templates", static_folder="static")
 
-
-def register_console(app: Flask, settings: Settings) -> None:
+def register_console(app: Flask, settings: Settings, make_runtime: RuntimeFactory) -> None:
     from deadletter.console import actions, auth, views  # noqa: F401 - routes attach to console_bp
     from deadletter.console.context import ConsoleContext
     from deadletter.console.templating import install_filters
@@ -30,6 +29,6 @@ def register_console(app: Flask, settings: Settings) -> None:
         SESSION_COOKIE_SECURE=settings.console.secure_cookies,
         PERMANENT_SESSION_LIFETIME=timedelta(minutes=settings.console.session_minutes),
     )
-    app.extensions["calehr_console"] = ConsoleContext.build(settings)
+    app.extensions["calehr_console"] = ConsoleContext.build(settings, make_runtime)
     install_filters(app)
     app.register_blueprint(console_bp)

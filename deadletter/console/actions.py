@@ -7,14 +7,14 @@ from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
 
-from deadletter.console import console_bp
+from core.deadletters import PERSON_STAGES
 from deadletter.console.auth import ConsoleUser, current_user, requires
+from deadletter.console.blueprint import console_bp
 from deadletter.console.context import console
 from deadletter.console.filters import FilterForm
 from deadletter.console.jobs import BulkReplayJob, start_job_thread
 from deadletter.console.views import load_dead_letter, render_detail
 from deadletter.replay import ReplayError, discard, replay, resend_edited
-from deadletter.store import PERSON_STAGES
 
 MAX_EDIT_BYTES = 1024 * 1024
 

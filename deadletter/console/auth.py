@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from flask import abort, g, redirect, render_template, request, session, url_for
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from deadletter.console import console_bp
+from deadletter.console.blueprint import console_bp
 from deadletter.console.context import console
 
 ROLE_RANK = {"viewer": 1, "operator": 2, "admin": 3}

@@ -11,9 +11,9 @@ from flask import current_app
 from core.audit import AuditLog
 from core.config import Settings, UserSettings
 from core.redis_client import make_redis
+from core.runtime import Runtime, RuntimeFactory
 from deadletter.console.jobs import BulkReplayJobs
 from deadletter.console.sessions import LoginThrottle, SessionStore
-from worker.runtime import Runtime
 
 
 @dataclass
@@ -24,26 +24,25 @@ class ConsoleContext:
     throttle: LoginThrottle
     jobs: BulkReplayJobs
     audit: AuditLog
+    make_runtime: RuntimeFactory
     _runtime: Runtime | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def build(cls, settings: Settings) -> ConsoleContext:
+    def build(cls, settings: Settings, make_runtime: RuntimeFactory) -> ConsoleContext:
         client = make_redis(settings)
         prefix = settings.key_prefix
         return cls(settings=settings, redis=client,
                    sessions=SessionStore(client, prefix, settings.console.session_minutes * 60),
                    throttle=LoginThrottle(client, prefix), jobs=BulkReplayJobs(client, prefix),
-                   audit=AuditLog(client, prefix))
+                   audit=AuditLog(client, prefix), make_runtime=make_runtime)
 
     @property
     def runtime(self) -> Runtime:
         """Built on first use, inside the serving process (after gunicorn forks)."""
         with self._lock:
             if self._runtime is None:
-                from worker.producer import make_client_runtime
-
-                self._runtime = make_client_runtime(self.settings)
+                self._runtime = self.make_runtime(self.settings)
             return self._runtime
 
     def user(self, username: str) -> UserSettings | None:

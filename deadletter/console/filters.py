@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 from werkzeug.datastructures import MultiDict
 
-from deadletter.store import STAGES, STATES, DeadLetterFilter, parse_utc
+from core.deadletters import STAGES, STATES, DeadLetterFilter, parse_utc
 
 FIELDS = ("state", "target", "stage", "error_code", "appointment_key", "since", "until")
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import redis
 
+from core.deadletters import DeadLetterStore
+from core.runtime import Runtime
 from deadletter.replay import ReplayError, replay
-from deadletter.store import DeadLetterStore
-from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 KEEP_SECONDS = 14 * 86400

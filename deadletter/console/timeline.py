@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from core.deadletters import DeadLetter
+from core.ledger import Delivery
 from core.redact import redact_text
-from deadletter.store import DeadLetter
-from worker.ledger import Delivery
-from worker.runtime import Runtime
+from core.runtime import Runtime
 
 ACTION_TITLES = {
     "created": "Dead-lettered", "replay": "Replayed", "reveal": "Wire message revealed",

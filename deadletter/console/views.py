@@ -9,17 +9,17 @@ import redis
 from flask import abort, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
+from core.deadletters import PERSON_STAGES, STAGES, STATES, DeadLetter
 from core.redact import redact_text
-from deadletter.console import console_bp
+from core.runtime import Runtime
 from deadletter.console.auth import requires
+from deadletter.console.blueprint import console_bp
 from deadletter.console.chart import failure_chart
 from deadletter.console.context import console
 from deadletter.console.filters import FilterForm
 from deadletter.console.masking import mask_wire, show_wire
 from deadletter.console.timeline import build_timeline, event_facts
 from deadletter.replay import edits
-from deadletter.store import PERSON_STAGES, STAGES, STATES, DeadLetter
-from worker.runtime import Runtime
 
 PAGE_SIZE = 50
 

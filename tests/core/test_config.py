@@ -75,7 +75,7 @@ def test_config_check_command(tmp_path: Path):
     good.write_text(config_text(tmp_path))
     bad = tmp_path / "bad.toml"
     bad.write_text(config_text(tmp_path).replace('kind = "file"', 'kind = "ftp"'))
-    run = [sys.executable, "-m", "core.cli", "config", "check"]
+    run = [sys.executable, "-m", "calehr.cli", "config", "check"]
     ok = subprocess.run(run, env={"CALEHR_CONFIG": str(good), "PATH": "/usr/bin"},
                         capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert ok.returncode == 0 and "config ok" in ok.stdout

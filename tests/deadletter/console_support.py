@@ -10,7 +10,7 @@ import requests
 from werkzeug.security import generate_password_hash
 
 from core.crypto import Cipher
-from deadletter.store import DeadLetterStore
+from core.deadletters import DeadLetterStore
 from tests.support import KEY, mllp_config
 
 PASSWORDS = {"vera": "viewer-pass-1234", "omar": "operator-pass-1234", "ada": "admin-pass-12345"}

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def cli(stack, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core.cli", "deadletter", *args], env=stack.env,
+    return subprocess.run([sys.executable, "-m", "calehr.cli", "deadletter", *args], env=stack.env,
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from calehr.web import create_app
 from core.config import Settings
 from tests.support import PHI_STRINGS, SECRET, config_text, fixture_bytes, sign
-from webhooks import create_app
 
 BOOKINGS = ["02_booking_created.json", "03_booking_requested.json",
             "04_booking_rescheduled.json", "05_booking_cancelled.json"]

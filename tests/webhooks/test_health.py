@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from calehr.web import create_app
 from core.config import Settings
 from tests.support import config_text, free_port
-from webhooks import create_app
 
 
 def test_healthz_and_readyz_with_redis(tmp_path: Path, redis_url: str):

@@ -215,7 +215,7 @@ def test_without_an_api_key_each_ehr_change_is_an_action_for_staff(stack, outbox
     assert busy_events(base) == {}  # our own appointment never blocks
 
     # the CLI shows them to staff
-    run = subprocess.run([sys.executable, "-m", "core.cli", "deadletter", "list", "--stage",
+    run = subprocess.run([sys.executable, "-m", "calehr.cli", "deadletter", "list", "--stage",
                           "ehr_change"], capture_output=True, text=True, env=stack.env,
                          timeout=60)
     assert run.returncode == 0, run.stderr

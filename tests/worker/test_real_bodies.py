@@ -142,7 +142,7 @@ def test_each_booking_keeps_one_key_through_every_trigger_sequence(stack, tmp_pa
     for flow, (bodies, key, _) in FLOWS.items():
         files = [str(FIXTURES / b) if isinstance(b, str) else str(written(tmp_path, b))
                  for b in bodies]
-        run = subprocess.run([sys.executable, "-m", "core.cli", "map", *files], env=stack.env,
+        run = subprocess.run([sys.executable, "-m", "calehr.cli", "map", *files], env=stack.env,
                              cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, run.stderr
         mapped = [line for line in run.stdout.splitlines()
@@ -156,7 +156,7 @@ def test_each_booking_keeps_one_key_through_every_trigger_sequence(stack, tmp_pa
     # a no-show alone maps against the booking the bridge knows (its times and patient)
     alone = written(tmp_path, with_changes(fixture_bytes("BOOKING_NO_SHOW_UPDATED.json"),
                                            bookingUid="6wiopixSVJcQ8cHgd6ahBy"))
-    run = subprocess.run([sys.executable, "-m", "core.cli", "map", str(alone)], env=stack.env,
+    run = subprocess.run([sys.executable, "-m", "calehr.cli", "map", str(alone)], env=stack.env,
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     seated = [str(seg) for seg in got["6wiopixSVJcQ8cHgd6ahBy"][0] if str(seg[0]) != "MSH"]
@@ -190,7 +190,7 @@ def test_a_ledger_keyed_by_icaluid_keeps_its_key_for_later_bodies(stack, tmp_pat
     """Ledgers written before keys were uid roots keyed appointments by iCalUID: a booking
     begun then keeps that SCH-1 for its reschedule (no iCalUID) and its cancel."""
     from core.config import Settings
-    from worker.runtime import Runtime
+    from core.runtime import Runtime
 
     base, folder = start(stack, tmp_path)
     rt = Runtime.build(Settings.load(stack.env), kick=lambda *a: None,

@@ -37,7 +37,7 @@ def outbox_events(outbox) -> list[tuple[str, str, str]]:
 
 
 def reconcile(stack) -> dict:
-    run = subprocess.run([sys.executable, "-m", "core.cli", "reconcile"], env=stack.env, cwd=ROOT,
+    run = subprocess.run([sys.executable, "-m", "calehr.cli", "reconcile"], env=stack.env, cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     return json.loads(run.stdout) if run.stdout.strip() else {"stderr": run.stderr}
 
@@ -86,7 +86,7 @@ def test_missed_reschedule_and_missed_booking_are_delivered_once(stack, outbox, 
     assert len(outbox_events(outbox)) == n  # nothing new at the EHR
     assert all(r["path"] == "/v2/bookings" for r in calcom.requests)
     assert calcom.requests[-1]["query"]["sortUpdatedAt"] == "asc"
-    audit = subprocess.run([sys.executable, "-m", "core.cli", "audit", "--json", "--limit", "200"],
+    audit = subprocess.run([sys.executable, "-m", "calehr.cli", "audit", "--json", "--limit", "200"],
                            env=stack.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     actions = [json.loads(line)["action"] for line in audit.stdout.splitlines()]
     assert actions.count("event.synthetic") == 2 and "event.accepted" in actions

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 from core.config import Settings
+from core.runtime import Runtime
 from tests.support import config_text, fixture_bytes
 from worker.retention import purge
-from worker.runtime import Runtime
 
 
 def runtime(outbox, redis_url) -> Runtime:

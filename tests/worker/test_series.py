@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 
 from adapters.calcom.bookings import BookingsClient
+from core.runtime import Runtime
 from tests.factories import praxis_nord, with_changes
 from tests.support import config_text, fixture_bytes, post_signed, wait_for
 from tests.worker.fake_calcom import API_KEY, FakeCalcom, api_booking
 from tests.worker.test_real_bodies import FINAL, by_placer, state, story
-from worker.runtime import Runtime
 from worker.series import follow
 
 pytestmark = pytest.mark.slow

@@ -93,7 +93,7 @@ def test_ae_keeps_the_err_segment_encrypted_for_the_dead_letter(stack, outbox, t
     assert dl["error_text"] == "ACK AE ERR 207"
     raw = rclient.hget(f"calehr:delivery:{dl['delivery_id']}", "response")
     assert raw and b"ERR" not in raw  # stored, but only encrypted
-    from worker.producer import make_client_runtime
+    from calehr.producer import make_client_runtime
 
     rt = make_client_runtime(stack.settings())
     assert "ERR|||207" in rt.ledger.response(dl["delivery_id"])

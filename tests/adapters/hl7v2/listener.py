@@ -18,7 +18,7 @@ ICS_TOKEN = "tok-okafor"
 
 
 def start_listener(stack, *extra: str, name: str = "mllp") -> tuple[Proc, int]:
-    proc = stack.start(name, [sys.executable, "-m", "core.cli", "mllp", "--port", "0", *extra])
+    proc = stack.start(name, [sys.executable, "-m", "calehr.cli", "mllp", "--port", "0", *extra])
     line = wait_for(lambda: re.search(r"mllp listening on [\d.]+:(\d+)", proc.output())
                     or proc.proc.poll() is not None, 30, 0.05, f"{name} to listen")
     assert proc.proc.poll() is None, proc.output()

@@ -277,7 +277,7 @@ def test_ehr_booking_over_a_calcom_booking_is_a_conflict(stack, outbox, rclient)
                                 start="20301014144500+0000", end="20301014151500+0000"))
     assert msa(ack)[1] == "AA"
     run = wait_for(lambda: (r := subprocess.run(
-        [sys.executable, "-m", "core.cli", "deadletter", "list", "--stage", "conflict"],
+        [sys.executable, "-m", "calehr.cli", "deadletter", "list", "--stage", "conflict"],
         env=stack.env, cwd=ROOT, capture_output=True, text=True, timeout=60))
         and "overlap" in r.stdout and r, 30, message="the conflict in `deadletter list`")
     assert "7xQm2kVd9RbTn4FgHs1LpA" in run.stdout
@@ -353,6 +353,6 @@ def test_listener_refuses_to_start_without_redis(tmp_path, outbox):
     config = tmp_path / "calehr.toml"
     config.write_text(config_text(outbox))
     env = {"CALEHR_CONFIG": str(config), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, "-m", "core.cli", "mllp", "--port", "0"], env=env,
+    run = subprocess.run([sys.executable, "-m", "calehr.cli", "mllp", "--port", "0"], env=env,
                          cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert run.returncode == 2 and "REDIS_URL" in run.stderr

@@ -19,7 +19,7 @@ from core.errors import MappingError, PayloadError
 from core.models import AppointmentEvent, EventKind
 
 if TYPE_CHECKING:
-    from worker.runtime import Runtime
+    from core.runtime import Runtime
 
 
 @dataclass
@@ -50,7 +50,7 @@ class _Story:
         states and its last booking event (False: nothing). Its dedupe marks are left out, so
         a body the bridge already applied still shows its message."""
         from core.crypto import DecryptError
-        from worker.pipeline import load_event
+        from worker.events import load_event
 
         rt = self.bridge
         if rt is None:
@@ -106,7 +106,7 @@ def _bridge(settings: Settings) -> Runtime | None:
         return None
     import redis
 
-    from worker.runtime import Runtime
+    from core.runtime import Runtime
 
     try:
         rt = Runtime.build(settings, kick=lambda *a: None, reprocess=lambda *a: None)
@@ -119,7 +119,7 @@ def _bridge(settings: Settings) -> Runtime | None:
 def _map_one(settings: Settings, story: _Story, index: int, name: str, body,
              target_name: str | None) -> int:
     from adapters.calcom.payload import normalise
-    from worker.ledger import Delivery, control_id_for
+    from core.ledger import Delivery, control_id_for
     from worker.pipeline import sequence_and_mark, skip_reason
     from worker.routing import route
     from worker.rules import message_event_for, opted_in

@@ -9,18 +9,20 @@ import redis
 
 from core.audit import AuditLog
 from core.config import Settings
+from core.conflicts import ConflictChecker
 from core.crypto import Cipher
+from core.deadletters import DeadLetterStore
+from core.ledger import Ledger
 from core.metrics import Metrics
 from core.redis_client import make_redis
+from core.retry import CircuitBreaker
 from core.store import EventStore
-from deadletter.store import DeadLetterStore
-from worker.conflicts import ConflictChecker
-from worker.ledger import Ledger
-from worker.retry import CircuitBreaker
 
 # kick(appointment_key, target, countdown) / reprocess(event_id, force)
 Kick = Callable[[str, str, float | None], None]
 Reprocess = Callable[[str, bool], None]
+# settings -> a Runtime whose kick/reprocess send tasks (the composition root supplies it)
+RuntimeFactory = Callable[[Settings], "Runtime"]
 
 
 @dataclass

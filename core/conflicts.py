@@ -20,8 +20,8 @@ import redis
 from core.blocks import KEEP_AFTER_END_SECONDS, Block, BusyBlockStore
 from core.config import ProviderSettings
 from core.crypto import Cipher
+from core.deadletters import DeadLetterStore
 from core.models import AppointmentEvent, EventKind
-from deadletter.store import DeadLetterStore
 
 log = logging.getLogger(__name__)
 HOLDING_KINDS = (EventKind.CREATED, EventKind.REQUESTED, EventKind.RESCHEDULED)

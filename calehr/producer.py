@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from core.config import Settings
+from core.runtime import Runtime
 from worker.factory import make_celery
-from worker.runtime import Runtime
 
 
 def make_client_runtime(settings: Settings) -> Runtime:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from calehr.mapcmd import run_map
 from core.config import Settings
-from core.mapcmd import run_map
 from tests.factories import praxis_nord, with_changes
 from tests.support import FIXTURES, config_text, fixture_bytes
 

@@ -37,7 +37,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_web(args: argparse.Namespace) -> int:
     _settings()
-    cmd = [sys.executable, "-m", "gunicorn", "webhooks.wsgi:app", "--bind",
+    cmd = [sys.executable, "-m", "gunicorn", "calehr.wsgi:app", "--bind",
            f"{args.host}:{args.port}", "--workers", str(args.workers), "--access-logfile", "-",
            # path only (%(U)s): query strings carry the ICS feed token
            "--access-logformat", '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms',
@@ -48,7 +48,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     s = _settings()
-    cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel",
+    cmd = [sys.executable, "-m", "celery", "-A", "calehr.celery_app", "worker", "--loglevel",
            args.loglevel, "-Q", "calehr", "-c", str(args.concurrency or s.worker.concurrency),
            "--without-gossip", "--without-mingle"]
     if args.hostname:
@@ -60,20 +60,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_beat(args: argparse.Namespace) -> int:
     s = _settings()
     Path(s.var_dir).mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel",
+    cmd = [sys.executable, "-m", "celery", "-A", "calehr.celery_app", "beat", "--loglevel",
            args.loglevel, "--schedule", str(Path(s.var_dir) / "celerybeat-schedule")]
     os.execv(sys.executable, cmd)
     return 0  # pragma: no cover
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from core.up import run_up
+    from calehr.up import run_up
 
     return run_up(args)
 
 
 def cmd_map(args: argparse.Namespace) -> int:
-    from core.mapcmd import run_map
+    from calehr.mapcmd import run_map
 
     return run_map(_settings(), [Path(f) for f in args.file], args.target)
 
@@ -81,7 +81,7 @@ def cmd_map(args: argparse.Namespace) -> int:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     import json
 
-    from worker.producer import make_client_runtime
+    from calehr.producer import make_client_runtime
     from worker.tasks import run_reconcile
 
     settings = _settings()
@@ -97,7 +97,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     import json
     from datetime import UTC, datetime
 
-    from worker.producer import make_client_runtime
+    from calehr.producer import make_client_runtime
 
     rt = make_client_runtime(_settings())
     entries = rt.audit.entries(limit=args.limit, record=args.record, actor=args.actor)
@@ -120,16 +120,19 @@ def cmd_ehr_sim(args: argparse.Namespace) -> int:
 
 def cmd_mllp(args: argparse.Namespace) -> int:
     from adapters.hl7v2.mllp_server import main as mllp_main
+    from calehr.wiring import inbound_mllp_app
 
     return mllp_main(["--host", args.host, "--port", str(args.port), "--max-frame-bytes",
                       str(args.max_frame_bytes), "--idle-timeout", str(args.idle_timeout),
-                      "--max-connections", str(args.max_connections)])
+                      "--max-connections", str(args.max_connections)],
+                     make_app=inbound_mllp_app)
 
 
 def cmd_deadletter(args: argparse.Namespace) -> int:
+    from calehr.producer import make_client_runtime
     from deadletter.cli import main as dl_main
 
-    return dl_main(_settings(), args.rest)
+    return dl_main(_settings(), args.rest, make_client_runtime)
 
 
 def cmd_hash_password(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Celery entry point: `celery -A worker.celery_app worker`. Settings are read here, once."""
+"""Celery entry point: `celery -A calehr.celery_app worker`. Settings are read here, once."""
 
 from core.config import Settings
 from core.logging import setup_logging

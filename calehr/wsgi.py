@@ -1,8 +1,8 @@
-"""WSGI entry for gunicorn: `gunicorn webhooks.wsgi:app`. Settings are read here, once."""
+"""WSGI entry for gunicorn: `gunicorn calehr.wsgi:app`. Settings are read here, once."""
 
+from calehr.web import create_app
 from core.logging import setup_logging
 from core.sentry import init_sentry
-from webhooks import create_app
 
 setup_logging()
 init_sentry("web")

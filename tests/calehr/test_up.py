@@ -19,7 +19,7 @@ def test_up_serves_readyz_and_delivers_a_signed_fixture_to_the_outbox(tmp_path: 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CALEHR_", "REDIS_"))}
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "core.cli", "up", "--port", str(port),
+        proc = subprocess.Popen([sys.executable, "-m", "calehr.cli", "up", "--port", str(port),
                                  "--mllp-port", str(mllp_port)],
                                 cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)

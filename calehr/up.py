@@ -59,17 +59,17 @@ def run_up(args: argparse.Namespace) -> int:
 
     py = sys.executable
     commands = {
-        "web": [py, "-m", "gunicorn", "webhooks.wsgi:app", "--bind", f"{args.host}:{args.port}",
+        "web": [py, "-m", "gunicorn", "calehr.wsgi:app", "--bind", f"{args.host}:{args.port}",
                 "--workers", str(args.workers), "--graceful-timeout", "10"],
-        "worker": [py, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "calehr",
+        "worker": [py, "-m", "celery", "-A", "calehr.celery_app", "worker", "-Q", "calehr",
                    "-c", str(args.concurrency), "--loglevel", "INFO", "--without-gossip",
                    "--without-mingle", "--hostname", f"calehr-up-{os.getpid()}@%h"],
-        "beat": [py, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel", "INFO",
+        "beat": [py, "-m", "celery", "-A", "calehr.celery_app", "beat", "--loglevel", "INFO",
                  "--schedule", str(var_dir / "celerybeat-schedule")],
     }
     mllp_port = getattr(args, "mllp_port", -1)
     if mllp_port >= 0:
-        commands["mllp"] = [py, "-m", "core.cli", "mllp", "--host", args.host,
+        commands["mllp"] = [py, "-m", "calehr.cli", "mllp", "--host", args.host,
                             "--port", str(mllp_port)]
     procs: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
