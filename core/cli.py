@@ -145,6 +145,21 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users(args: argparse.Namespace) -> int:
+    from core.userscmd import run_users
+
+    return run_users(_settings(), args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from deadletter.status import run_status
+
+    return run_status(_settings(), args.json)
+
+
+PASSTHROUGH_FUNCS = {"ehr-sim": cmd_ehr_sim, "deadletter": cmd_deadletter}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="calehr", description="Cal.com <-> EHR bridge")
     sub = p.add_subparsers(dest="command", required=True)
@@ -214,12 +229,42 @@ def build_parser() -> argparse.ArgumentParser:
     dl.set_defaults(func=cmd_deadletter)
     hp = sub.add_parser("hash-password", help="hash a console password (read from stdin)")
     hp.set_defaults(func=cmd_hash_password)
+    from core.userscmd import add_parser as users_parser
+
+    users_parser(sub).set_defaults(func=cmd_users)
+    st = sub.add_parser("status", help="is the bridge healthy, and if not, where")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
     return p
 
 
+# commands that take their own arguments (argparse's REMAINDER drops a leading --option)
+PASSTHROUGH = {"ehr-sim", "deadletter"}
+# commands that never read the config or Redis
+NO_CONFIG_NEEDED = {"ehr-sim", "hash-password", "up"}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv else ""
+    if command != "up":  # `up` starts its own Redis; a stale run.json must not redirect it
+        from core.runinfo import apply_run_info
+
+        apply_run_info(os.environ)
+    if command in PASSTHROUGH:
+        args = argparse.Namespace(rest=argv[1:], func=PASSTHROUGH_FUNCS[command])
+    else:
+        args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as exc:  # noqa: BLE001 - classified below; anything else is re-raised
+        from core.clierrors import one_line
+
+        line = one_line(exc, os.environ)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -10,12 +10,13 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_CONFIG = "calehr.toml"
+NO_CONFIG = ("no config: set CALEHR_CONFIG to your calehr.toml, or run `calehr up` once in this "
+             "folder (it writes var/calehr.toml with fresh secrets)")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -230,8 +231,8 @@ class Settings:
         env = os.environ if env is None else env
         path = env.get("CALEHR_CONFIG") or DEFAULT_CONFIG
         if not env.get("CALEHR_CONFIG") and not Path(path).exists():
-            text = resources.files("core").joinpath("example.toml").read_text("utf-8")
-            return cls.from_toml(text, env, source="built-in example config")
+            # never the bundled example: its secrets are public
+            raise ConfigError(NO_CONFIG)
         try:
             text = Path(path).read_text("utf-8")
         except OSError as exc:
