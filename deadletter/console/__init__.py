@@ -17,7 +17,12 @@ console_bp = Blueprint("console", __name__, url_prefix="/console",
 
 
 def register_console(app: Flask, settings: Settings) -> None:
-    from deadletter.console import actions, auth, views  # noqa: F401 - routes attach to console_bp
+    from deadletter.console import (  # noqa: F401 - routes attach to console_bp
+        actions,
+        auth,
+        status_view,
+        views,
+    )
     from deadletter.console.context import ConsoleContext
     from deadletter.console.templating import install_filters
 
