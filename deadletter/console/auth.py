@@ -22,7 +22,8 @@ from deadletter.console import console_bp
 from deadletter.console.context import console
 
 ROLE_RANK = {"viewer": 1, "operator": 2, "admin": 3}
-PUBLIC_ENDPOINTS = frozenset({"console.login", "console.static"})
+PUBLIC_ENDPOINTS = frozenset({"console.login", "console.static", "console.oidc_login",
+                              "console.oidc_callback", "console.oidc_finish"})
 F = TypeVar("F", bound=Callable[..., Any])
 _dummy_hash: list[str] = []
 
@@ -84,11 +85,14 @@ def load_user_and_check_csrf() -> Any:
     if session_id:
         ctx = console()
         record = ctx.sessions.touch(session_id)
-        configured = ctx.user(record.username) if record else None
-        if record and configured:  # the role always comes from the config file
+        if record and record.role:  # single sign-on: the role the provider's claim gave
+            g.console_user = ConsoleUser(record.username, record.role, record.csrf_token,
+                                         record.created_at)
+        configured = ctx.user(record.username) if record and not record.role else None
+        if configured:  # a local user's role comes from the config or `calehr users`
             g.console_user = ConsoleUser(configured.username, configured.role,
                                          record.csrf_token, record.created_at)
-        else:
+        elif g.console_user is None:
             session.pop("sid", None)
     if request.endpoint in PUBLIC_ENDPOINTS:
         if request.method == "POST" and not _token_ok(session.get("login_csrf")):

@@ -3,6 +3,7 @@ line what is missing: no traceback, and never the bundled example's public secre
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -64,12 +65,23 @@ def test_without_redis_url_each_command_names_it(tmp_path: Path, args: list[str]
     assert "REDIS_URL is not set" in one_line(run(args, tmp_path, CALEHR_CONFIG=str(config)))
 
 
-@pytest.mark.parametrize("args", NEEDS_REDIS, ids=" ".join)
+@pytest.mark.parametrize("args", [a for a in NEEDS_REDIS if a != ["status"]], ids=" ".join)
 def test_unreachable_redis_is_one_line(tmp_path: Path, args: list[str]):
     config = tmp_path / "c.toml"
     config.write_text(config_text(tmp_path / "outbox"))
     line = one_line(run(args, tmp_path, CALEHR_CONFIG=str(config), REDIS_URL="redis://:pw@127.0.0.1:1/0"))
     assert "redis://:***@127.0.0.1:1/0" in line and "does not answer" in line and "pw@" not in line
+
+
+def test_status_reports_unreachable_redis_as_down(tmp_path: Path):
+    config = tmp_path / "c.toml"
+    config.write_text(config_text(tmp_path / "outbox"))
+    result = run(["status", "--json"], tmp_path, CALEHR_CONFIG=str(config),
+                 REDIS_URL="redis://127.0.0.1:1/0")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    status = json.loads(result.stdout)
+    assert status["problems"] == ["redis is unreachable"]
+    assert [(c["name"], c["up"]) for c in status["components"]][0] == ("redis", False)
 
 
 def test_a_stale_run_json_says_calehr_up_is_not_running(tmp_path: Path):
