@@ -159,7 +159,7 @@ def _banner(settings: Settings, env: dict[str, str], base: str, console_url: str
         say(f"EHR target {t.name} ({t.kind}) -> {where}")
     say(f"give Cal.com this webhook URL: {base}/webhooks/calcom")
     say(f"and this secret: {settings.calcom.webhook_secrets[0]}")
-    say(f"ready check {base}/readyz")
+    say(f"health: {base}/readyz (\"ready\" is printed once it answers)")
     if getattr(args, "mllp_port", -1) >= 0:
         say(f"EHR SIU in (MLLP) on {args.host}:{args.mllp_port}; busy-time feeds at "
             f"{base}/calendars/<provider>.ics?token=…")

@@ -93,7 +93,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     running = Up(proc, folder, log, f"http://127.0.0.1:{port}", mllp_port)
     try:
         wait_http(f"{running.base}/readyz", 90)
-        wait_for(lambda: "calehr up: ready" in running.text(), 30, 0.1, "the ready line")
+        wait_for(lambda: "calehr up: ready (" in running.text(), 30, 0.1, "the ready line")
         yield running
     finally:
         if proc.poll() is None:
