@@ -48,7 +48,9 @@ class EmbeddedRedis:
                "--dir", str(self.data_dir.resolve()), "--appendonly", "yes",
                "--appendfsync", "always", "--maxmemory-policy", "noeviction", "--save", "",
                "--protected-mode", "yes", "--daemonize", "no"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # own session: a terminal's Ctrl-C goes to `calehr up`, which stops Redis last
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

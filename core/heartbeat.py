@@ -7,6 +7,7 @@ Values hold ids only (component, host, pid, times), never patient data.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -78,7 +79,9 @@ def start_heartbeat(settings: Settings, component: str) -> Heartbeat | None:
         client = make_redis(settings)
     except RedisNotConfigured:
         return None
-    return Heartbeat(client, settings.key_prefix, component).start()
+    beat = Heartbeat(client, settings.key_prefix, component).start()
+    atexit.register(beat.stop)  # a clean exit is "down" at once, not after the TTL
+    return beat
 
 
 def read_beats(client: redis.Redis, prefix: str) -> list[Beat]:
