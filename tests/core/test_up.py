@@ -147,6 +147,15 @@ def test_run_json_lets_every_command_in_the_folder_find_the_bridge(up: Up):
 
 def test_a_killed_child_is_restarted_and_the_bridge_still_delivers(up: Up):
     secret = re.search(r"and this secret: (\S+)", up.text()).group(1)
+    redis_pid = child_pid(up.proc.pid, "redis-server")
+    os.kill(redis_pid, signal.SIGKILL)
+    wait_for(lambda: "calehr up: redis exited with -9; restarting it" in up.text(), 30, 0.1,
+             "the Redis restart to be logged")
+    wait_for(lambda: child_pid(up.proc.pid, "redis-server") not in (None, redis_pid), 30,
+             0.1, "Redis to be back")
+    users = wait_for(lambda: (r := calehr("users", "list", cwd=up.folder)).returncode == 0 and r,
+                     30, 0.3, "calehr users list against the restarted Redis")
+    assert "admin" in users.stdout  # AOF: the data survived the kill
     for name, marker in (("worker", "celery -A worker.celery_app worker"),
                          ("web", "gunicorn"), ("mllp", "core.cli mllp")):
         old = wait_for(lambda m=marker: child_pid(up.proc.pid, m), 30, 0.1, f"{name} to run")
