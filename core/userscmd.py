@@ -50,6 +50,9 @@ def _password(from_stdin: bool) -> tuple[str, bool]:
 def run_users(settings: Settings, args: argparse.Namespace) -> int:
     store = UserStore.for_settings(make_redis(settings), settings)
     actor = cli_actor()
+    if not settings.console.secret_key:
+        print("note: the console is off until [console] secret_key is set in "
+              f"{settings.source}", file=sys.stderr)
     cmd = args.users_command
     try:
         if cmd == "list":
