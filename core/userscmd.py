@@ -48,11 +48,15 @@ def _password(from_stdin: bool) -> tuple[str, bool]:
 
 
 def run_users(settings: Settings, args: argparse.Namespace) -> int:
-    store = UserStore.for_settings(make_redis(settings), settings)
-    actor = cli_actor()
-    if not settings.console.secret_key:
+    code = _run(UserStore.for_settings(make_redis(settings), settings), args)
+    if code == 0 and not settings.console.secret_key:
         print("note: the console is off until [console] secret_key is set in "
               f"{settings.source}", file=sys.stderr)
+    return code
+
+
+def _run(store: UserStore, args: argparse.Namespace) -> int:
+    actor = cli_actor()
     cmd = args.users_command
     try:
         if cmd == "list":
