@@ -91,6 +91,7 @@ def test_status_shows_where_the_bridge_is_unhealthy(stack, outbox: Path, tmp_pat
     page = client.get("/console/status")
     assert page.status_code == 200 and "Needs attention" in page.text
     assert 'data-target="ehr"' in page.text and "delivery:ack_AE" in page.text
+    assert "/console/deadletters?state=open&amp;stage=delivery&amp;error_code=ack_AE" in page.text
 
     worker.stop()  # a stopped worker removes its heartbeat at once
     s = wait_for(lambda: not component(x := status(stack)[1], "worker")["up"] and x, 30, 0.5,
