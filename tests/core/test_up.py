@@ -143,6 +143,8 @@ def test_run_json_lets_every_command_in_the_folder_find_the_bridge(up: Up):
     assert calehr("audit", cwd=up.folder).returncode == 0
     users = calehr("users", "list", cwd=up.folder)
     assert users.returncode == 0 and re.search(r"^admin\s+admin\s+redis$", users.stdout, re.M)
+    second = calehr("up", "--port", str(free_port()), cwd=up.folder)
+    assert second.returncode == 2 and f"already runs in this folder (pid {up.proc.pid}" in second.stderr
 
 
 def test_a_killed_child_is_restarted_and_the_bridge_still_delivers(up: Up):
