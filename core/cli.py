@@ -35,8 +35,18 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings_with_redis() -> Settings:
+    """For the long-running processes: refuse before exec, not with a traceback after it."""
+    from core.redis_client import RedisNotConfigured
+
+    settings = _settings()
+    if not settings.redis_url:
+        raise RedisNotConfigured()
+    return settings
+
+
 def cmd_web(args: argparse.Namespace) -> int:
-    _settings()
+    _settings_with_redis()
     cmd = [sys.executable, "-m", "gunicorn", "webhooks.wsgi:app", "--bind",
            f"{args.host}:{args.port}", "--workers", str(args.workers), "--access-logfile", "-",
            # path only (%(U)s): query strings carry the ICS feed token
@@ -47,7 +57,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    s = _settings()
+    s = _settings_with_redis()
     cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel",
            args.loglevel, "-Q", "calehr", "-c", str(args.concurrency or s.worker.concurrency),
            "--without-gossip", "--without-mingle"]
@@ -58,7 +68,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
-    s = _settings()
+    s = _settings_with_redis()
     Path(s.var_dir).mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel",
            args.loglevel, "--schedule", str(Path(s.var_dir) / "celerybeat-schedule")]
