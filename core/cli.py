@@ -167,7 +167,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     return run_status(_settings(), args.json)
 
 
-PASSTHROUGH_FUNCS = {"ehr-sim": cmd_ehr_sim, "deadletter": cmd_deadletter}
+# commands that parse their own arguments (argparse's REMAINDER drops a leading --option)
+PASSTHROUGH = {"ehr-sim": cmd_ehr_sim, "deadletter": cmd_deadletter}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,12 +249,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# commands that take their own arguments (argparse's REMAINDER drops a leading --option)
-PASSTHROUGH = {"ehr-sim", "deadletter"}
-# commands that never read the config or Redis
-NO_CONFIG_NEEDED = {"ehr-sim", "hash-password", "up"}
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else ""
@@ -262,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
 
         apply_run_info(os.environ)
     if command in PASSTHROUGH:
-        args = argparse.Namespace(rest=argv[1:], func=PASSTHROUGH_FUNCS[command])
+        args = argparse.Namespace(rest=argv[1:], func=PASSTHROUGH[command])
     else:
         args = build_parser().parse_args(argv)
     try:
