@@ -1,5 +1,6 @@
 """WSGI entry for gunicorn: `gunicorn webhooks.wsgi:app`. Settings are read here, once."""
 
+from core.heartbeat import start_heartbeat
 from core.logging import setup_logging
 from core.sentry import init_sentry
 from webhooks import create_app
@@ -7,3 +8,4 @@ from webhooks import create_app
 setup_logging()
 init_sentry("web")
 app = create_app()
+start_heartbeat(app.extensions["calehr"].settings, "web")  # per gunicorn worker

@@ -5,13 +5,14 @@ from __future__ import annotations
 from celery import Celery
 
 from core.config import Settings
+from core.redis_client import RedisNotConfigured
 
 QUEUE = "calehr"
 
 
 def make_celery(settings: Settings, *, with_tasks: bool = False) -> Celery:
     if not settings.redis_url:
-        raise RuntimeError("REDIS_URL is not set")
+        raise RedisNotConfigured()
     w = settings.worker
     app = Celery("calehr", broker=settings.redis_url, set_as_current=with_tasks)
     transport = {"visibility_timeout": w.visibility_timeout, "socket_timeout": 10,

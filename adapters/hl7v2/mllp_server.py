@@ -147,10 +147,14 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging()
     try:
-        app = InboundApp(Settings.load())
+        settings = Settings.load()
+        app = InboundApp(settings)
     except (ConfigError, RuntimeError) as exc:
         print(f"calehr mllp: {exc}", file=sys.stderr)
         return 2
+    from core.heartbeat import start_heartbeat
+
+    start_heartbeat(settings, "mllp")
     listener = MLLPListener(app.handler.handle, Limits(args.max_frame_bytes, args.idle_timeout,
                                                        args.max_connections, args.threads))
     try:
