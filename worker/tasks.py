@@ -117,9 +117,18 @@ def sweep(rt: Runtime) -> dict:
                     rt.ledger.update_delivery(head, rescued_at=repr(now))
                 rt.kick(key, target, None)
                 rescued += 1
+    for uid in rt.ledger.known_parked_uids():  # parked after (or missed) their wake-up
+        for event_id in rt.ledger.wake([uid], rt.store.keys.unprocessed, repr(now)):
+            rt.reprocess(event_id, False)
+            woke += 1
+    for dl_id in rt.redis.smembers(rt.ledger.to_resolve):  # delivered, the worker died before
+        from worker.delivery import resolve_delivered
+
+        resolve_delivered(rt, dl_id.decode())
     for event_id in rt.store.stuck(stale_after):
         rt.redis.zadd(rt.store.keys.unprocessed, {event_id: now})  # not again for a while
-        rt.reprocess(event_id, False)
+        reason = rt.redis.hget(rt.store.keys.event(event_id), "reason")
+        rt.reprocess(event_id, reason == b"replayed:force")  # a forced replay stays forced
         resent += 1
     purged = {}
     if rt.redis.set(f"{rt.settings.key_prefix}:retention:ran", "1", nx=True,
