@@ -9,6 +9,7 @@ import redis
 
 from adapters.calcom.payload import parse_body
 from core.errors import PayloadError
+from core.faults import crash_point
 from core.spool import SpooledRequest
 from webhooks.context import BridgeContext
 
@@ -29,6 +30,7 @@ def drain_once(ctx: BridgeContext) -> int:
         log.info("spooled webhook stored", extra={"event_id": event_id,
                                                   "spool_id": item.spool_id,
                                                   "outcome": "duplicate" if duplicate else "stored"})
+        crash_point("spool_drain")  # stored, the spool file not yet removed: a re-drain dedupes
 
     try:
         ctx.redis.ping()
