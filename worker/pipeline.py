@@ -70,7 +70,9 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
         log.info("echo of an EHR block skipped", extra={"event_id": event_id, "outcome": "skipped"})
         return "skipped"
     key = event.appointment_key
-    lock = rt.redis.lock(rt.ledger.lock_name(f"appt:{key}"), timeout=30, blocking_timeout=10)
+    hold = rt.settings.delivery.appointment_lock_seconds
+    lock = rt.redis.lock(rt.ledger.lock_name(f"appt:{key}"), timeout=hold,
+                         blocking_timeout=min(10.0, hold))
     if not lock.acquire():
         raise AppointmentBusy(key)
     try:
