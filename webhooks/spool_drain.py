@@ -32,9 +32,14 @@ def drain_once(ctx: BridgeContext) -> int:
                                                   "outcome": "duplicate" if duplicate else "stored"})
         crash_point("spool_drain")  # stored, the spool file not yet removed: a re-drain dedupes
 
+    def torn(spans: int, size: int, where) -> None:
+        log.error("%d torn spool record(s) skipped: %d bytes kept in quarantine/%s", spans, size,
+                  where.name, extra={"outcome": "torn"})
+        ctx.metrics.inc("spool_torn", amount=spans)
+
     try:
         ctx.redis.ping()
-        moved = ctx.spool.drain(put)
+        moved = ctx.spool.drain(put, torn)
     except redis.RedisError:
         return 0
     if moved:
