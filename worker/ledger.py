@@ -260,7 +260,8 @@ class Ledger:
         event is woken at once and the caller re-queues it."""
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(event_hash, mapping={"state": "waiting", "reason": "waiting_for_predecessor",
-                                       "appointment_key": key, "updated_at": repr(time.time())})
+                                       "appointment_key": key, "waiting_for": needed_uid,
+                                       "updated_at": repr(time.time())})
         pipe.zrem(unprocessed, event_id)
         pipe.sadd(self.waiting_key(needed_uid), event_id)
         pipe.sadd(self.parked_uids, needed_uid)
@@ -277,6 +278,10 @@ class Ledger:
 
     def _wake_keys(self, uids: list[str], unprocessed: str) -> list[str]:
         return [unprocessed, self.due, self.parked_uids, *(self.waiting_key(u) for u in uids)]
+
+    def is_known_to(self, key: str, uid: str) -> bool:
+        """The appointment has this uid: an event waiting for it can go now."""
+        return bool(self.r.sismember(self.appt(key) + ":uids", uid))
 
     def known_parked_uids(self, limit: int = 1000) -> list[str]:
         """Parked-on uids the ledger knows now (their waiters missed their wake-up)."""

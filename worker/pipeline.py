@@ -77,7 +77,8 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
         raise AppointmentBusy(key)
     try:
         state, targets, woken, latest = _accept(rt, event, stored.state, force)
-        crash_point("after_commit_before_unpark")
+        if state != "waiting":
+            crash_point("after_commit_before_unpark")
         provider = find_provider(rt.settings.providers, event)
         if provider is not None and state in ("accepted", "unrouted") and latest:
             rt.conflicts.track(provider, event)  # under the lock: in order
@@ -248,6 +249,11 @@ def expire_wait(rt: Runtime, event_id: str) -> bool:
         return False
     stored = rt.store.get(event_id)
     key = stored.appointment_key if stored else ""
+    needed = rt.redis.hget(rt.store.keys.event(event_id), "waiting_for")
+    if needed and rt.ledger.is_known_to(key, needed.decode()):  # it came; the wake-up was lost
+        rt.ledger.wake([needed.decode()], rt.store.keys.unprocessed, repr(time.time()))
+        rt.reprocess(event_id, False)
+        return False
     dl_id = rt.deadletters.add(
         stage="ordering", error_code="predecessor_missing", error_class="OrderWaitExpired",
         error_text=("the booking this event changes was never seen within "

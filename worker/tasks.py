@@ -83,6 +83,12 @@ def sweep(rt: Runtime) -> dict:
     """Beat: wake due queues, expire order waits, and rescue work a dead worker left behind."""
     now = time.time()
     woke = expired = rescued = resent = 0
+    # first: events parked on a uid that is known now (their wake-up was lost), so that none
+    # of them expires below as "predecessor missing"
+    for uid in rt.ledger.known_parked_uids():
+        for event_id in rt.ledger.wake([uid], rt.store.keys.unprocessed, repr(now)):
+            rt.reprocess(event_id, False)
+            woke += 1
     for item in rt.ledger.pop_due(now):
         kind, _, rest = item.partition(":")
         if kind == "drain":
@@ -117,10 +123,6 @@ def sweep(rt: Runtime) -> dict:
                     rt.ledger.update_delivery(head, rescued_at=repr(now))
                 rt.kick(key, target, None)
                 rescued += 1
-    for uid in rt.ledger.known_parked_uids():  # parked after (or missed) their wake-up
-        for event_id in rt.ledger.wake([uid], rt.store.keys.unprocessed, repr(now)):
-            rt.reprocess(event_id, False)
-            woke += 1
     for dl_id in rt.redis.smembers(rt.ledger.to_resolve):  # delivered, the worker died before
         from worker.delivery import resolve_delivered
 
