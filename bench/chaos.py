@@ -181,6 +181,8 @@ class Figures:
     events: int
     posts: int
     fault_points_hit: dict[str, int] = field(default_factory=dict)
+    spooled: int = 0  # answered 202 from the spool while Redis was down
+    reposts: int = 0  # posts sent again after no answer (a web worker died at a crash point)
     kills: int = 0
     redis_restarts: int = 0
     ehr_outages: int = 0
@@ -206,8 +208,10 @@ class Figures:
 
 class ChaosRun:
     def __init__(self, plan: Plan, workers: int = 2, bound: float = 150.0,
-                 faults: dict[str, float] | None = None, keep: bool = False) -> None:
+                 faults: dict[str, float] | None = None, keep: bool = False,
+                 chaos_seconds: float = 8.0) -> None:
         self.plan = plan
+        self.chaos_seconds = chaos_seconds
         self.workers_wanted = workers
         self.bound = bound
         self.faults = FAULTS if faults is None else faults
@@ -270,6 +274,9 @@ class ChaosRun:
             try:
                 answer = post_signed(base, change.body)
                 if answer.status_code == 202:
+                    with self.lock:
+                        self.fig.spooled += bool(answer.json().get("spooled"))
+                        self.fig.reposts += attempt
                     return
             except requests.RequestException:
                 pass
@@ -288,6 +295,8 @@ class ChaosRun:
                 self.start_worker()
             elif action == "redis_restart":
                 self.redis.stop()
+                if stop.wait(1.5):  # long enough for some webhooks to go to the spool
+                    return
                 self.redis.start()
                 self.fig.redis_restarts += 1
             elif action == "ehr_down" and self.ehr is not None:
@@ -328,8 +337,11 @@ class ChaosRun:
         stop = threading.Event()
         chaos = threading.Thread(target=self.chaos, args=(time.monotonic(), stop), daemon=True)
         chaos.start()
+        gap = self.chaos_seconds / max(1, len(self.plan.posts))  # posts spread over the chaos
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda c: self.post(c, base), self.plan.posts))
+            for change in self.plan.posts:
+                pool.submit(self.post, change, base)
+                time.sleep(gap)
         chaos.join()
         client = redis.Redis.from_url(self.redis.url, socket_timeout=5)
         try:
@@ -435,7 +447,8 @@ class ChaosRun:
 def run_seed(seed: int, appointments: int = 12, workers: int = 2, bound: float = 150.0,
              chaos_seconds: float = 8.0, keep: bool = False) -> Figures:
     plan = make_plan(seed, appointments, chaos_seconds)
-    return ChaosRun(plan, workers=workers, bound=bound, keep=keep).run()
+    return ChaosRun(plan, workers=workers, bound=bound, keep=keep,
+                    chaos_seconds=chaos_seconds).run()
 
 
 def main(argv: list[str] | None = None) -> int:
