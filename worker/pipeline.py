@@ -86,6 +86,7 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
         lock.release()
     for waiting_id in woken:  # woken in the accept's MULTI; the sweep re-sends them otherwise
         rt.reprocess(waiting_id, False)
+    _follow_up(rt, event_id, state)  # before the drain: that one is durable on its own
 
     if len(targets) == 1:  # deliver now in this task: saves a Celery round trip per booking
         from worker.delivery import drain
@@ -98,7 +99,6 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
     else:  # several targets: one drain task each, so a slow target holds back no other
         for target in targets:
             rt.kick(key, target, None)
-    _follow_up(rt, event_id, state)
     return state
 
 
