@@ -54,3 +54,23 @@ def test_a_delivery_replay_requeues_once_however_often_it_is_run(rt: Runtime, ou
     assert not rt.ledger.requeue(d, force=True, event_hash=event_hash)  # queued already
     assert rt.redis.hget(event_hash, "open_deliveries") == b"1"
     assert rt.ledger.head(d.appointment_key, d.target) == delivery_id
+
+
+def test_a_bulk_job_resumed_after_its_runner_died_mid_item_counts_that_item_replayed(
+        rt: Runtime) -> None:
+    from deadletter.console.jobs import BulkReplayJobs, run_job
+
+    body = json.loads(fixture_bytes("02_booking_created.json"))
+    body["payload"]["attendees"] = 5
+    event_id, _ = rt.store.put(json.dumps(body).encode(), "BOOKING_CREATED")
+    pipeline.process_event(rt, event_id)
+    (dl,) = dead_letters(rt.redis)
+    jobs = BulkReplayJobs(rt.redis, rt.settings.key_prefix)
+    job_id = jobs.create("op@example", [dl["id"]], {})
+    assert jobs.claim(job_id, "first-runner")
+    assert jobs.next_id(job_id, "first-runner") == dl["id"]
+    replay(rt, dl["id"], "op@example")  # went through; then the web process died
+    rt.redis.delete(f"{rt.settings.key_prefix}:console:job:{job_id}:runner")  # its claim lapsed
+    run_job(jobs, rt, job_id, "op@example")  # a person pressed resume
+    job = jobs.get(job_id)
+    assert job is not None and (job.state, job.replayed, job.refused) == ("done", 1, 0)
