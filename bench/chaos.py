@@ -67,7 +67,7 @@ circuit_open_seconds = 0.5
 circuit_max_open_seconds = 2.0
 """
 FAULTS = {"after_accept": 0.02, "after_send_before_commit": 0.03,
-          "after_commit_before_unpark": 0.03, "spool_drain": 0.2}
+          "after_commit_before_unpark": 0.03, "spool_drain": 0.03}
 
 
 # -- the scenario a seed makes ----------------------------------------------------------------
