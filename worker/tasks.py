@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -53,13 +54,18 @@ def register(app: Celery, settings: Settings) -> None:
     @app.task(name="calehr.tick", bind=True, max_retries=0)
     def tick(self: Task) -> dict:
         r = rt()
-        lock = r.redis.lock(f"{settings.key_prefix}:lock:sweep", timeout=300, blocking=False)
+        # short: a worker killed mid-sweep must not stop the sweeps that rescue its work for
+        # long (two sweeps at once only kick twice, and every step of a sweep is safe to repeat)
+        d = settings.delivery
+        hold = max(2 * d.sweep_interval_seconds, min(300.0, d.stuck_event_seconds))
+        lock = r.redis.lock(f"{settings.key_prefix}:lock:sweep", timeout=hold, blocking=False)
         if not lock.acquire():
             return {"skipped": "running"}
         try:
             return sweep(r)
         finally:
-            lock.release()
+            with contextlib.suppress(redis.exceptions.LockError):  # it ran longer than `hold`
+                lock.release()
 
 
 def run_reconcile(rt: Runtime) -> dict:
