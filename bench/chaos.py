@@ -19,6 +19,7 @@ import hashlib
 import json
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -462,6 +463,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bound", type=float, default=180.0, help="seconds for every event to end")
     p.add_argument("--keep", action="store_true", help="keep the temp folder of every run")
     args = p.parse_args(argv)
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # every run stops its processes on the way out
+
+    signal.signal(signal.SIGTERM, interrupted)
     seeds = args.seed or list(range(args.first, args.first + args.seeds))
     failed = []
     totals: dict[str, float] = defaultdict(float)
