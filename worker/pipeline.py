@@ -115,7 +115,7 @@ def _follow_up(rt: Runtime, event_id: str, state: str) -> None:
 
 
 def _accept(rt: Runtime, event: AppointmentEvent, current: str,
-             force: bool) -> tuple[str, list[str], list[str], bool]:
+            force: bool) -> tuple[str, list[str], list[str], bool]:
     """(state, targets to drain, events woken, whether this is the appointment's latest event)."""
     ledger, key, eid = rt.ledger, event.appointment_key, event.event_id
     ctx = {"event_id": eid, "appointment_key": key, "trigger": event.trigger}
@@ -193,10 +193,11 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
                            message_event=message_event, targets=targets)
 
     woken = ledger.accept(key, event_id=eid, uid=event.uid, previous_uid=event.previous_uid,
-                  mark=mark, sequence=sequence, created_at=event.created_at.timestamp(),
-                  status=event.kind.value, order=order, deliveries=deliveries,
-                  event_hash=rt.store.keys.event(eid), unprocessed=rt.store.keys.unprocessed,
-                  event_state=state, event_reason=reason, extra=audit)
+                          mark=mark, sequence=sequence, created_at=event.created_at.timestamp(),
+                          status=event.kind.value, order=order, deliveries=deliveries,
+                          event_hash=rt.store.keys.event(eid),
+                          unprocessed=rt.store.keys.unprocessed,
+                          event_state=state, event_reason=reason, extra=audit)
     if state == "unrouted":
         log.warning("event matched no route", extra=ctx)
         return "unrouted", [], woken, True
