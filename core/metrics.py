@@ -27,6 +27,8 @@ COUNTERS = {
     "retries": ("calehr_delivery_retries", "Transient failures scheduled for retry", ("target",)),
     "dead_letters": ("calehr_dead_letters_created", "Dead letters created by stage and code",
                      ("stage", "error_code")),
+    "spool_torn": ("calehr_spool_torn_records", "Torn spool records (a crash mid-append) "
+                   "moved to the spool's quarantine folder", ()),
 }
 
 

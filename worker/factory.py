@@ -40,6 +40,10 @@ def make_celery(settings: Settings, *, with_tasks: bool = False) -> Celery:
         broker_pool_limit=10,
         beat_schedule=_beat_schedule(settings),
     )
+    from worker.broker import transport_for
+
+    if transport := transport_for(settings.redis_url):  # survives a Redis restart (see there)
+        app.conf.broker_transport = transport
     if with_tasks:
         from worker.tasks import register
 
