@@ -4,7 +4,10 @@ from core.config import Settings
 from core.logging import setup_logging
 from core.sentry import init_sentry
 from worker.factory import make_celery
+from worker.heartbeats import install_heartbeats
 
 setup_logging()
 init_sentry("worker")
-app = make_celery(Settings.load(), with_tasks=True)
+settings = Settings.load()
+app = make_celery(settings, with_tasks=True)
+install_heartbeats(settings)

@@ -35,8 +35,18 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings_with_redis() -> Settings:
+    """For the long-running processes: refuse before exec, not with a traceback after it."""
+    from core.redis_client import RedisNotConfigured
+
+    settings = _settings()
+    if not settings.redis_url:
+        raise RedisNotConfigured()
+    return settings
+
+
 def cmd_web(args: argparse.Namespace) -> int:
-    _settings()
+    _settings_with_redis()
     cmd = [sys.executable, "-m", "gunicorn", "calehr.wsgi:app", "--bind",
            f"{args.host}:{args.port}", "--workers", str(args.workers), "--access-logfile", "-",
            # path only (%(U)s): query strings carry the ICS feed token
@@ -47,7 +57,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    s = _settings()
+    s = _settings_with_redis()
     cmd = [sys.executable, "-m", "celery", "-A", "calehr.celery_app", "worker", "--loglevel",
            args.loglevel, "-Q", "calehr", "-c", str(args.concurrency or s.worker.concurrency),
            "--without-gossip", "--without-mingle"]
@@ -58,7 +68,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
-    s = _settings()
+    s = _settings_with_redis()
     Path(s.var_dir).mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "celery", "-A", "calehr.celery_app", "beat", "--loglevel",
            args.loglevel, "--schedule", str(Path(s.var_dir) / "celerybeat-schedule")]
@@ -148,6 +158,22 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users(args: argparse.Namespace) -> int:
+    from core.userscmd import run_users
+
+    return run_users(_settings(), args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from deadletter.status import run_status
+
+    return run_status(_settings(), args.json)
+
+
+# commands that parse their own arguments (argparse's REMAINDER drops a leading --option)
+PASSTHROUGH = {"ehr-sim": cmd_ehr_sim, "deadletter": cmd_deadletter}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="calehr", description="Cal.com <-> EHR bridge")
     sub = p.add_subparsers(dest="command", required=True)
@@ -217,12 +243,36 @@ def build_parser() -> argparse.ArgumentParser:
     dl.set_defaults(func=cmd_deadletter)
     hp = sub.add_parser("hash-password", help="hash a console password (read from stdin)")
     hp.set_defaults(func=cmd_hash_password)
+    from core.userscmd import add_parser as users_parser
+
+    users_parser(sub).set_defaults(func=cmd_users)
+    st = sub.add_parser("status", help="is the bridge healthy, and if not, where")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv else ""
+    if command != "up":  # `up` starts its own Redis; a stale run.json must not redirect it
+        from core.runinfo import apply_run_info
+
+        apply_run_info(os.environ)
+    if command in PASSTHROUGH:
+        args = argparse.Namespace(rest=argv[1:], func=PASSTHROUGH[command])
+    else:
+        args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as exc:  # noqa: BLE001 - classified below; anything else is re-raised
+        from core.clierrors import one_line
+
+        line = one_line(exc, os.environ)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

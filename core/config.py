@@ -10,12 +10,13 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_CONFIG = "calehr.toml"
+NO_CONFIG = ("no config: set CALEHR_CONFIG to your calehr.toml, or run `calehr up` once in this "
+             "folder (it writes var/calehr.toml with fresh secrets)")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -145,6 +146,7 @@ class DeliverySettings:
     lock_ttl_seconds: float = 120.0
     sweep_interval_seconds: float = 5.0
     stuck_event_seconds: float = 60.0
+    appointment_lock_seconds: float = 30.0  # a killed worker's lock on one appointment lasts this
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,22 @@ class ConsoleSettings:
     secret_key: str = ""  # signs session cookies; empty = console disabled
     session_minutes: int = 30
     secure_cookies: bool = False  # true behind HTTPS
+
+
+@dataclass(frozen=True)
+class OidcSettings:
+    """Optional console sign-in through the hospital's OpenID provider (empty issuer = off)."""
+
+    issuer: str = ""
+    client_id: str = ""
+    client_secret: str = ""
+    scopes: str = "openid profile email"
+    username_claim: str = "preferred_username"
+    role_claim: str = "groups"  # a string or a list of strings in the ID token or userinfo
+    viewer_values: tuple[str, ...] = ()  # claim values that grant each role; the highest wins
+    operator_values: tuple[str, ...] = ()
+    admin_values: tuple[str, ...] = ()
+    label: str = "hospital account"  # "Sign in with <label>"
 
 
 @dataclass(frozen=True)
@@ -222,6 +240,7 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     inbound: InboundSettings = field(default_factory=InboundSettings)
     users: tuple[UserSettings, ...] = ()
+    oidc: OidcSettings = field(default_factory=OidcSettings)
     key_prefix: str = "calehr"
     var_dir: str = "var"
     source: str = ""
@@ -237,8 +256,8 @@ class Settings:
         env = os.environ if env is None else env
         path = env.get("CALEHR_CONFIG") or DEFAULT_CONFIG
         if not env.get("CALEHR_CONFIG") and not Path(path).exists():
-            text = resources.files("core").joinpath("example.toml").read_text("utf-8")
-            return cls.from_toml(text, env, source="built-in example config")
+            # never the bundled example: its secrets are public
+            raise ConfigError(NO_CONFIG)
         try:
             text = Path(path).read_text("utf-8")
         except OSError as exc:
@@ -333,7 +352,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
     top = _Section(raw, "")
     top.used.update({"calcom", "security", "providers", "event_types", "locations", "targets",
                      "routes", "patient", "delivery", "worker", "web", "console", "users", "spool",
-                     "retention", "inbound"})
+                     "retention", "inbound", "oidc"})
 
     cal = _Section(raw.get("calcom", {}), "calcom")
     secrets = cal.strings("webhook_secrets")
@@ -469,6 +488,8 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
     if users and not console.secret_key:
         raise ConfigError("console.secret_key: required when [[users]] are configured")
 
+    oidc = _parse_oidc(raw.get("oidc", {}), console)
+
     key_prefix = top.get("key_prefix", str, "calehr")
     var_dir = top.get("var_dir", str, "var")
     top.done()
@@ -479,9 +500,42 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
         providers=tuple(providers), event_types=tuple(event_types), locations=tuple(locations),
         targets=tuple(targets), routes=tuple(routes), patient=patient, delivery=delivery,
         worker=worker, web=web, console=console, spool=spool, retention=retention,
-        inbound=inbound, users=tuple(users), key_prefix=key_prefix,
+        inbound=inbound, users=tuple(users), oidc=oidc, key_prefix=key_prefix,
         var_dir=var_dir, source=source,
     )
+
+
+def _parse_oidc(data: Any, console: ConsoleSettings) -> OidcSettings:
+    s = _Section(data, "oidc")
+    d = OidcSettings
+    oidc = OidcSettings(
+        issuer=s.get("issuer", str, "").rstrip("/"),
+        client_id=s.get("client_id", str, ""),
+        client_secret=s.get("client_secret", str, ""),
+        scopes=s.get("scopes", str, d.scopes),
+        username_claim=s.get("username_claim", str, d.username_claim),
+        role_claim=s.get("role_claim", str, d.role_claim),
+        viewer_values=s.strings("viewer_values"),
+        operator_values=s.strings("operator_values"),
+        admin_values=s.strings("admin_values"),
+        label=s.get("label", str, d.label),
+    )
+    s.done()
+    if not oidc.issuer:
+        return oidc
+    if not oidc.issuer.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        raise ConfigError("oidc.issuer: must be an https:// URL")
+    for key in ("client_id", "client_secret"):
+        if not getattr(oidc, key):
+            raise ConfigError(f"oidc.{key}: required when oidc.issuer is set")
+    if "openid" not in oidc.scopes.split():
+        raise ConfigError("oidc.scopes: must include openid")
+    if not (oidc.viewer_values or oidc.operator_values or oidc.admin_values):
+        raise ConfigError("oidc.viewer_values: map at least one role_claim value to a role "
+                          "(viewer_values, operator_values, admin_values)")
+    if not console.secret_key:
+        raise ConfigError("console.secret_key: required when oidc.issuer is set")
+    return oidc
 
 
 def _parse_target(s: _Section) -> TargetSettings:

@@ -54,8 +54,9 @@ class EmbeddedRedis:
                "--dir", str(self.data_dir.resolve()), "--appendonly", "yes",
                "--appendfsync", "always", "--maxmemory-policy", "noeviction", "--save", "",
                "--protected-mode", "yes", "--daemonize", "no"]
+        # own session: a terminal's Ctrl-C goes to `calehr up`, which stops Redis last
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     env=server_env())
+                                     start_new_session=True, env=server_env())
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -18,6 +18,9 @@ from core.config import Settings, TargetSettings
 from core.crypto import Cipher
 from core.ehr_echo import Filler
 
+# the Celery queue every task goes through (the worker consumes it, `calehr status` counts it)
+TASK_QUEUE = "calehr"
+
 # event id -> queued for processing (the Celery message carries the id only)
 Enqueue = Callable[[str], None]
 

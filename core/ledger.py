@@ -57,6 +57,51 @@ redis.call('HSET', KEYS[1], 'state', 'sending', 'updated_at', ARGV[1])
 return n
 """
 
+# Wake the events parked on some uids: each goes back into the unprocessed set (the sweep
+# re-sends what stays there) and its order-wait deadline is dropped. KEYS: unprocessed zset,
+# due zset, parked-uids set, then one waiting-uid set per uid. ARGV: now, then the uids.
+_WAKE = """
+local woken = {}
+for i = 4, #KEYS do
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[i])) do
+    redis.call('ZADD', KEYS[1], ARGV[1], id)
+    redis.call('ZREM', KEYS[2], 'wait:' .. id)
+    woken[#woken + 1] = id
+  end
+  redis.call('DEL', KEYS[i])
+  redis.call('SREM', KEYS[3], ARGV[i - 2])
+end
+return woken
+"""
+
+# One delivery of an event is final. KEYS: event hash, dead-letter index of the delivery,
+# the set of dead letters to resolve. ARGV: now, "resolve" when the delivery went through.
+# Returns the event's open deliveries left.
+_PROGRESS = """
+local left = redis.call('HINCRBY', KEYS[1], 'open_deliveries', -1)
+if left <= 0 then redis.call('HSET', KEYS[1], 'state', 'done', 'reason', '', 'updated_at', ARGV[1]) end
+if ARGV[2] == 'resolve' then
+  local dl = redis.call('GET', KEYS[2])
+  if dl then redis.call('SADD', KEYS[3], dl) end
+end
+return left
+"""
+
+# Put a dead or skipped delivery back in its queue, once. KEYS: delivery hash, event hash,
+# pending zset, pending index. ARGV: now, force, order, index member, delivery id.
+# Returns 1 if re-queued, 0 if it was queued already (a second replay changes nothing).
+_REQUEUE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'pending' or state == 'sending' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'pending', 'attempts', 0, 'first_attempt_at', 0,
+           'next_attempt_at', 0, 'force', ARGV[2], 'reason', 'replayed', 'updated_at', ARGV[1])
+redis.call('HINCRBY', KEYS[2], 'open_deliveries', 1)
+redis.call('HSET', KEYS[2], 'state', 'accepted', 'reason', 'replayed', 'updated_at', ARGV[1])
+redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[5])
+redis.call('SADD', KEYS[4], ARGV[4])
+return 1
+"""
+
 
 @dataclass(frozen=True)
 class AppointmentSnapshot:
@@ -81,6 +126,9 @@ class Ledger:
         self.cipher = cipher
         self.p = prefix
         self._start_attempt = client.register_script(_START_ATTEMPT)
+        self._wake = client.register_script(_WAKE)
+        self._progress = client.register_script(_PROGRESS)
+        self._requeue = client.register_script(_REQUEUE)
 
     # keys ---------------------------------------------------------------------------------
     def appt(self, key: str) -> str:
@@ -105,6 +153,19 @@ class Ledger:
 
     def lock_name(self, name: str) -> str:
         return f"{self.p}:lock:{name}"
+
+    def waiting_key(self, uid: str) -> str:
+        return f"{self.p}:waiting-uid:{uid}"
+
+    @property
+    def parked_uids(self) -> str:
+        """uids that parked events wait for (the sweep wakes those that became known)."""
+        return f"{self.p}:parked-uids"
+
+    @property
+    def to_resolve(self) -> str:
+        """Dead letters whose delivery went through, waiting to be marked resolved."""
+        return f"{self.p}:deadletters:to-resolve"
 
     # identity -----------------------------------------------------------------------------
     def resolve(self, uid: str) -> str | None:
@@ -150,11 +211,13 @@ class Ledger:
                mark: str, sequence: int, created_at: float, status: str, order: int,
                deliveries: list[Delivery], event_hash: str, unprocessed: str,
                event_state: str, event_reason: str = "",
-               extra: Callable[[Any], None] | None = None) -> None:
+               extra: Callable[[Any], None] | None = None) -> list[str]:
         """Record an accepted event and queue its deliveries in one MULTI/EXEC.
 
         All or nothing: a Redis restart or a killed worker cannot leave an event accepted
-        with a delivery that is not queued.
+        with a delivery that is not queued. The same MULTI wakes the events parked on the
+        uids it makes known (returned), and keeps this event in the unprocessed set until the
+        worker calls `EventStore.followed_up`: a worker killed in between is covered by the sweep.
         """
         existing = {d.id for d in deliveries if self.r.exists(self.delivery_key(d.id))}
         now = repr(time.time())
@@ -180,10 +243,13 @@ class Ledger:
         pipe.hset(event_hash, mapping={"state": event_state, "reason": event_reason,
                                        "appointment_key": key, "updated_at": now,
                                        "open_deliveries": len(deliveries)})
-        pipe.zrem(unprocessed, event_id)
+        pipe.zadd(unprocessed, {event_id: now})
+        known = [uid] + ([previous_uid] if previous_uid and previous_uid != uid else [])
+        at = len(pipe)
+        self._wake(keys=self._wake_keys(known, unprocessed), args=[now, *known], client=pipe)
         if extra is not None:
             extra(pipe)
-        pipe.execute()
+        return [w.decode() for w in pipe.execute()[at] or []]
 
     @staticmethod
     def _new_delivery_fields(d: Delivery) -> dict[str, Any]:
@@ -198,21 +264,45 @@ class Ledger:
         }
 
     # waiting for a predecessor ------------------------------------------------------------
-    def park(self, needed_uid: str, event_id: str, deadline: float) -> None:
-        pipe = self.r.pipeline()
-        pipe.sadd(f"{self.p}:waiting-uid:{needed_uid}", event_id)
+    def park(self, key: str, needed_uid: str, event_id: str, deadline: float, *,
+             event_hash: str, unprocessed: str) -> bool:
+        """Mark the event waiting on `needed_uid`, in one MULTI. Returns True when the uid
+        became known meanwhile (the accept ran between our look and this park): then the
+        event is woken at once and the caller re-queues it."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(event_hash, mapping={"state": "waiting", "reason": "waiting_for_predecessor",
+                                       "appointment_key": key, "waiting_for": needed_uid,
+                                       "updated_at": repr(time.time())})
+        pipe.zrem(unprocessed, event_id)
+        pipe.sadd(self.waiting_key(needed_uid), event_id)
+        pipe.sadd(self.parked_uids, needed_uid)
         pipe.zadd(self.due, {f"wait:{event_id}": deadline}, nx=True)
-        pipe.execute()
+        pipe.sismember(self.appt(key) + ":uids", needed_uid)
+        if not pipe.execute()[-1]:
+            return False
+        return event_id in self.wake([needed_uid], unprocessed, repr(time.time()))
 
-    def waiting_for(self, uid: str) -> list[str]:
-        key = f"{self.p}:waiting-uid:{uid}"
-        ids = [i.decode() for i in self.r.smembers(key)]
-        if ids:
-            self.r.srem(key, *ids)
-        return ids
+    def wake(self, uids: list[str], unprocessed: str, now: str) -> list[str]:
+        """Move the events parked on `uids` back to the unprocessed set (see _WAKE)."""
+        woken = self._wake(keys=self._wake_keys(uids, unprocessed), args=[now, *uids])
+        return [w.decode() for w in woken or []]
 
-    def unpark(self, event_id: str) -> None:
-        self.r.zrem(self.due, f"wait:{event_id}")
+    def _wake_keys(self, uids: list[str], unprocessed: str) -> list[str]:
+        return [unprocessed, self.due, self.parked_uids, *(self.waiting_key(u) for u in uids)]
+
+    def is_known_to(self, key: str, uid: str) -> bool:
+        """The appointment has this uid: an event waiting for it can go now."""
+        return bool(self.r.sismember(self.appt(key) + ":uids", uid))
+
+    def known_parked_uids(self, limit: int = 1000) -> list[str]:
+        """Parked-on uids the ledger knows now (their waiters missed their wake-up)."""
+        uids = [u.decode() for u in self.r.srandmember(self.parked_uids, limit) or []]
+        if not uids:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for uid in uids:
+            pipe.exists(self.uid_key(uid))
+        return [uid for uid, known in zip(uids, pipe.execute(), strict=True) if known]
 
     # deliveries ---------------------------------------------------------------------------
     def enqueue(self, key: str, target: str, delivery_id: str, order: int) -> None:
@@ -323,7 +413,8 @@ class Ledger:
         pipe.rpush(f"{tkey}:control-ids", d.control_id)
         pipe.zrem(pending, d.id)
         pipe.zcard(pending)
-        pipe.hincrby(event_hash, "open_deliveries", -1)
+        self._progress(keys=[event_hash, dead_letter_index, self.to_resolve],
+                       args=[now, "resolve"], client=pipe)
         pipe.get(dead_letter_index)
         if extra is not None:
             extra(pipe)
@@ -331,6 +422,30 @@ class Ledger:
         left, open_left, dl_id = results[5], results[6], results[7]
         self._unindex_if_empty(d.appointment_key, d.target, left)
         return Committed(int(open_left), dl_id.decode() if dl_id else None)
+
+    def finish_delivery(self, d: Delivery, state: str, reason: str, *, event_hash: str,
+                        dead_letter_index: str) -> int:
+        """A delivery ends dead or skipped: its state, its place in the queue and the event's
+        open count (the event is done at 0) change in one MULTI. Returns the open count left."""
+        pending = self.pending(d.appointment_key, d.target)
+        now = repr(time.time())
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self.delivery_key(d.id), mapping={"state": state, "reason": reason,
+                                                    "updated_at": now})
+        pipe.zrem(pending, d.id)
+        pipe.zcard(pending)
+        self._progress(keys=[event_hash, dead_letter_index, self.to_resolve], args=[now, ""],
+                       client=pipe)
+        _, _, left, open_left = pipe.execute()
+        self._unindex_if_empty(d.appointment_key, d.target, left)
+        return int(open_left)
+
+    def requeue(self, d: Delivery, *, force: bool, event_hash: str) -> bool:
+        """Replay: the delivery goes back in its queue (see _REQUEUE). False: already queued."""
+        return bool(self._requeue(
+            keys=[self.delivery_key(d.id), event_hash, self.pending(d.appointment_key, d.target),
+                  self.pending_index],
+            args=[repr(time.time()), int(force), d.order, f"{d.appointment_key}|{d.target}", d.id]))
 
     # per-target applied state --------------------------------------------------------------
     def target_state(self, key: str, target: str) -> dict[str, str]:

@@ -15,6 +15,8 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from core import clock
+
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 
 COUNTERS = {
@@ -25,6 +27,8 @@ COUNTERS = {
     "retries": ("calehr_delivery_retries", "Transient failures scheduled for retry", ("target",)),
     "dead_letters": ("calehr_dead_letters_created", "Dead letters created by stage and code",
                      ("stage", "error_code")),
+    "spool_torn": ("calehr_spool_torn_records", "Torn spool records (a crash mid-append) "
+                   "moved to the spool's quarantine folder", ()),
 }
 
 
@@ -36,11 +40,23 @@ class Metrics:
     def inc(self, name: str, *labels: str, amount: int = 1) -> None:
         with contextlib.suppress(redis.RedisError):
             self.r.hincrby(f"{self.p}:{name}", json.dumps(labels), amount)
+            if name == "deliveries" and len(labels) == 2 and labels[1] != "ok":
+                # for `calehr status`: when a target last failed, and how
+                self.r.hset(self.last_key(labels[0]),
+                            mapping={"error_at": repr(clock.now()), "error_outcome": labels[1]})
+
+    def last_key(self, target: str) -> str:
+        return f"{self.p}:last:{target}"
+
+    def last(self, target: str) -> dict[str, str]:
+        """{success_at, error_at, error_outcome} of a target, as far as recorded."""
+        return {k.decode(): v.decode() for k, v in self.r.hgetall(self.last_key(target)).items()}
 
     def queue_delivered(self, pipe: redis.client.Pipeline, target: str,
                         latency: float | None) -> None:
         """Add a delivered message's counters to a pipeline the caller executes."""
         pipe.hincrby(f"{self.p}:deliveries", json.dumps((target, "ok")), 1)
+        pipe.hset(self.last_key(target), "success_at", repr(clock.now()))
         if latency is not None:
             bucket = next((str(b) for b in LATENCY_BUCKETS if latency <= b), "+Inf")
             pipe.hincrby(f"{self.p}:latency", bucket, 1)

@@ -7,9 +7,16 @@ import redis
 from core.config import Settings
 
 
+class RedisNotConfigured(RuntimeError):
+    """No REDIS_URL: the command was run outside a `calehr up` folder without the environment."""
+
+    def __init__(self) -> None:
+        super().__init__("REDIS_URL is not set")
+
+
 def make_redis(settings: Settings) -> redis.Redis:
     if not settings.redis_url:
-        raise RuntimeError("REDIS_URL is not set")
+        raise RedisNotConfigured()
     return redis.Redis.from_url(
         settings.redis_url,
         socket_connect_timeout=2,

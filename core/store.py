@@ -104,9 +104,15 @@ class EventStore:
             mapping["appointment_key"] = appointment_key
         pipe = self.r.pipeline()
         pipe.hset(self.keys.event(event_id), mapping=mapping)
-        if state not in ("received", "processing"):
+        if state == "received":  # (again): a worker must take it up; the sweep sees to it
+            pipe.zadd(self.keys.unprocessed, {event_id: time.time()})
+        elif state != "processing":
             pipe.zrem(self.keys.unprocessed, event_id)
         pipe.execute()
+
+    def followed_up(self, event_id: str) -> None:
+        """Every step after the event's accept is done: the sweep need not run it again."""
+        self.r.zrem(self.keys.unprocessed, event_id)
 
     def state(self, event_id: str) -> str:
         value = self.r.hget(self.keys.event(event_id), "state")

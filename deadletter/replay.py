@@ -32,18 +32,17 @@ def replay(rt: Runtime, dl_id: str, actor: str, *, force: bool = False) -> str:
             raise ReplayError(f"delivery {d.delivery_id} no longer exists (retention)")
         if not rt.store.exists(delivery.event_id):
             raise ReplayError(f"event {delivery.event_id} was removed by retention")
-        rt.ledger.update_delivery(delivery.id, state="pending", attempts=0, first_attempt_at=0,
-                                  next_attempt_at=0, force=force, reason="replayed")
-        rt.redis.hincrby(rt.store.keys.event(delivery.event_id), "open_deliveries", 1)
-        rt.store.set_state(delivery.event_id, "accepted", "replayed")
-        rt.ledger.enqueue(delivery.appointment_key, delivery.target, delivery.id, delivery.order)
+        # one MULTI puts it back in its queue: dying after it loses nothing (the sweep drains
+        # the queue and a delivery that goes through resolves this record)
+        rt.ledger.requeue(delivery, force=force, event_hash=rt.store.keys.event(delivery.event_id))
         rt.deadletters.set_state(dl_id, "replayed", actor, "replay", force=force)
         rt.audit.record(actor, "deadletter.replay", dl_id, delivery_id=delivery.id, force=force)
         rt.kick(delivery.appointment_key, delivery.target, None)
         return delivery.id
     if not d.event_id or not rt.store.exists(d.event_id):
         raise ReplayError("the original event is no longer stored")
-    rt.store.set_state(d.event_id, "received", "replayed")
+    # "received" puts it in the unprocessed set: the sweep re-sends it if we die before the task
+    rt.store.set_state(d.event_id, "received", "replayed" + (":force" if force else ""))
     rt.deadletters.set_state(dl_id, "replayed", actor, "replay", force=force)
     rt.audit.record(actor, "deadletter.replay", dl_id, event_id=d.event_id, force=force)
     rt.reprocess(d.event_id, force)

@@ -10,6 +10,7 @@ import redis
 from flask import current_app
 
 from core.config import Settings
+from core.faults import crash_point
 from core.interfaces import EhrServices
 from core.metrics import Metrics
 from core.spool import IngestSpool
@@ -36,6 +37,7 @@ class BridgeContext:
         event_id, duplicate = self.store.put(raw, trigger, source=source, received_at=received_at,
                                              state="received" if handled else "ignored")
         if handled and not duplicate:
+            crash_point("after_accept")  # stored, not queued: the sweep must take it up
             try:
                 self.enqueue(event_id)
             except Exception as exc:  # noqa: BLE001 - stored already; the sweeper picks it up

@@ -9,6 +9,7 @@ import redis
 
 from adapters.calcom.payload import parse_body
 from core.errors import PayloadError
+from core.faults import crash_point
 from core.spool import SpooledRequest
 from webhooks.context import BridgeContext
 
@@ -29,10 +30,16 @@ def drain_once(ctx: BridgeContext) -> int:
         log.info("spooled webhook stored", extra={"event_id": event_id,
                                                   "spool_id": item.spool_id,
                                                   "outcome": "duplicate" if duplicate else "stored"})
+        crash_point("spool_drain")  # stored, the spool file not yet removed: a re-drain dedupes
+
+    def torn(spans: int, size: int, where) -> None:
+        log.error("%d torn spool record(s) skipped: %d bytes kept in quarantine/%s", spans, size,
+                  where.name, extra={"outcome": "torn"})
+        ctx.metrics.inc("spool_torn", amount=spans)
 
     try:
         ctx.redis.ping()
-        moved = ctx.spool.drain(put)
+        moved = ctx.spool.drain(put, torn)
     except redis.RedisError:
         return 0
     if moved:

@@ -61,7 +61,9 @@ class BlockerSync:
             if provider not in self.providers:
                 self.r.srem(self.pending_key, member)
                 continue
-            if self.sync_one(provider, uid):
+            # removed only once in sync, so a crash here leaves it pending; looked at again
+            # after the removal, so a change (and its mark) made meanwhile is not lost either
+            if self.sync_one(provider, uid) and self._in_sync(provider, uid):
                 self.r.srem(self.pending_key, member)
                 if self._in_sync(provider, uid):
                     done += 1

@@ -40,7 +40,9 @@ class BlockingService:
         uid = change.uid
         if change.action == RELEASE:
             removed = self.blocks.release(uid)
-            pending = [self.sync.mark(b.provider, uid) for b in removed]
+            # every api provider, not only those released now: a resend after a crash between
+            # the release and the mark finds nothing to release but must still cancel
+            pending = [self.sync.mark(p, uid) for p in {*self.sync.providers, *(b.provider for b in removed)}]
             log.info("busy block released", extra={"outcome": "released"})
             return Applied("released" if removed else "nothing",
                            tuple(b.provider for b in removed), api_pending=any(pending))
@@ -54,10 +56,11 @@ class BlockingService:
                                                    change.origin.partition(":")[0])
             changed_any = changed_any or changed
             moved = moved or (changed and previous is not None)
-            if changed:
-                pending.append(self.sync.mark(ehr_id, uid))
-                block = Block(ehr_id, uid, change.start, change.end, 0, change.origin, 0.0)
-                conflicts += len(self.conflicts.check_block(self.providers[ehr_id], block))
+            # also when unchanged: a resend after a crash between the upsert and these steps
+            # must finish them (both are idempotent: a set member, a conflict seen once)
+            pending.append(self.sync.mark(ehr_id, uid))
+            block = Block(ehr_id, uid, change.start, change.end, 0, change.origin, 0.0)
+            conflicts += len(self.conflicts.check_block(self.providers[ehr_id], block))
         outcome = ("moved" if moved else "blocked") if changed_any else "unchanged"
         log.info("busy block %s", outcome, extra={"outcome": outcome})
         return Applied(outcome, change.providers, conflicts, any(pending))

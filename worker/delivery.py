@@ -8,6 +8,7 @@ import uuid
 
 from core.ehr_echo import EhrEchoLedger, fingerprint
 from core.errors import MappingError
+from core.faults import crash_point
 from core.ledger import Delivery
 from core.models import DeliveryResult, EventKind
 from core.redact import error_text
@@ -122,6 +123,7 @@ def deliver_one(rt: Runtime, d: Delivery, known: dict[str, Loaded] | None = None
                                                   "outcome": outcome, "ack_code": result.ack_code})
     if result.ok:
         echoes.sent(d.appointment_key, d.target, ehr_state)
+        crash_point("after_send_before_commit")
         return _delivered(rt, d, entry, wire, result, received_at, ctx)
     if wire is not None:
         rt.ledger.store_wire(d.id, wire)
@@ -159,11 +161,8 @@ def _delivered(rt: Runtime, d: Delivery, entry: dict, wire: bytes | None,
         dead_letter_index=rt.deadletters.delivery_index(d.id),
         extra=lambda pipe: rt.metrics.queue_delivered(pipe, d.target, latency))
     closed_circuit = rt.breaker.success(d.target)
-    if committed.dead_letter_id:  # a replayed dead letter went through
-        dl = rt.deadletters.get(committed.dead_letter_id)
-        if dl and dl.state in ("open", "replayed"):
-            rt.deadletters.set_state(dl.id, "resolved", "system", "delivered")
-    _event_progress(rt, d.event_id, committed.event_open_deliveries)
+    if committed.dead_letter_id:  # a replayed dead letter went through (the sweep too, if we die)
+        resolve_delivered(rt, committed.dead_letter_id)
     if closed_circuit:  # only now: waking every queue of the target can take a while
         _kick_target(rt, d.target)
     return "done"
@@ -192,15 +191,27 @@ def _code(text: str) -> str:
     return "mapping_failed"
 
 
+def resolve_delivered(rt: Runtime, dl_id: str) -> None:
+    """The delivery of a dead letter went through: resolve it (once) and drop it from the
+    set that `commit_delivered` put it in."""
+    dl = rt.deadletters.get(dl_id)
+    if dl and dl.state in ("open", "replayed"):
+        rt.deadletters.set_state(dl.id, "resolved", "system", "delivered")
+    rt.redis.srem(rt.ledger.to_resolve, dl_id)
+
+
+def _finish(rt: Runtime, d: Delivery, state: str, reason: str) -> None:
+    rt.ledger.finish_delivery(d, state, reason, event_hash=rt.store.keys.event(d.event_id),
+                              dead_letter_index=rt.deadletters.delivery_index(d.id))
+
+
 def _skip(rt: Runtime, d: Delivery, reason: str, ctx: dict) -> str:
-    rt.ledger.update_delivery(d.id, state="skipped", reason=reason)
-    rt.ledger.dequeue(d.appointment_key, d.target, d.id)
-    rt.audit.record("system", "delivery.skipped", d.id, reason=reason)
-    log.info("delivery skipped: %s", reason, extra=ctx)
     dl = rt.deadletters.for_delivery(d.id)
     if dl and dl.state in ("open", "replayed"):  # nothing was sent: back in front of a person
         rt.deadletters.set_state(dl.id, "open", "system", "replay skipped", reason=reason)
-    _event_progress(rt, d.event_id)
+    _finish(rt, d, "skipped", reason)
+    rt.audit.record("system", "delivery.skipped", d.id, reason=reason)
+    log.info("delivery skipped: %s", reason, extra=ctx)
     return "done"
 
 
@@ -220,19 +231,9 @@ def _dead(rt: Runtime, d: Delivery, stage: str, code: str, cls: str, text: str,
             appointment_key=d.appointment_key, event_id=d.event_id, delivery_id=d.id,
             attempts=fresh.history if fresh else [], wire=wire, message_event=d.message_event)
     rt.metrics.inc("dead_letters", stage, code)
-    rt.ledger.update_delivery(d.id, state="dead", reason=code)
-    rt.ledger.dequeue(d.appointment_key, d.target, d.id)
+    _finish(rt, d, "dead", code)  # a crash before this retries; the dead letter is reopened
     log.warning("dead-lettered at %s: %s", stage, code, extra={**ctx, "dead_letter_id": dl_id})
-    _event_progress(rt, d.event_id)
     return "done"
-
-
-def _event_progress(rt: Runtime, event_id: str, left: int | None = None) -> None:
-    """One delivery of the event is final (`left`: the open count, if already decremented)."""
-    if left is None:
-        left = rt.redis.hincrby(rt.store.keys.event(event_id), "open_deliveries", -1)
-    if left <= 0:
-        rt.store.set_state(event_id, "done")
 
 
 def _kick_target(rt: Runtime, target: str) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from celery import Celery
 
 from core.config import Settings
-
-QUEUE = "calehr"
+from core.interfaces import TASK_QUEUE as QUEUE
+from core.redis_client import RedisNotConfigured
 
 
 def make_celery(settings: Settings, *, with_tasks: bool = False) -> Celery:
     if not settings.redis_url:
-        raise RuntimeError("REDIS_URL is not set")
+        raise RedisNotConfigured()
     w = settings.worker
     app = Celery("calehr", broker=settings.redis_url, set_as_current=with_tasks)
     transport = {"visibility_timeout": w.visibility_timeout, "socket_timeout": 10,
@@ -39,6 +39,10 @@ def make_celery(settings: Settings, *, with_tasks: bool = False) -> Celery:
         broker_pool_limit=10,
         beat_schedule=_beat_schedule(settings),
     )
+    from worker.broker import transport_for
+
+    if transport := transport_for(settings.redis_url):  # survives a Redis restart (see there)
+        app.conf.broker_transport = transport
     if with_tasks:
         from worker.tasks import register
 

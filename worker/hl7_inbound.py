@@ -21,6 +21,7 @@ from adapters.hl7v2.inbound import Header, InboundError, parse_header, parse_ref
 from core.config import Settings, TargetSettings
 from core.crypto import Cipher
 from core.ehr_echo import Filler
+from core.faults import crash_point
 from core.inbound_store import InboundStore, dedupe_key
 from core.redis_client import make_redis
 from worker.blocking import BlockingService
@@ -91,6 +92,7 @@ class Hl7InboundHandler:
             log.info("repeat of a stored message: the stored ACK is sent again",
                      extra={**ctx, "outcome": "duplicate"})
             return claim.ack
+        crash_point("mllp_after_store")  # stored, no ACK sent: the EHR sends it again
         ack_text, outcome, final = self._process(text, header, claim.message_id)
         ack = ack_text.encode(codec, "replace")
         if final:

@@ -9,6 +9,7 @@ from adapters.calcom import api as calcom_api
 from adapters.calcom.payload import normalise, parse_body
 from core.crypto import DecryptError
 from core.errors import PayloadError
+from core.faults import crash_point
 from core.ledger import Delivery, control_id_for
 from core.lookup import find_provider
 from core.models import AppointmentEvent, EventKind
@@ -37,11 +38,16 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
         log.error("event not found", extra={"event_id": event_id})
         return "missing"
     if stored.state in FINAL_STATES and not force:
+        _follow_up(rt, event_id, stored.state, None, stored.source)  # a retry after a crash
         return stored.state
     try:
         event = normalise(event_id, parse_body(stored.body), rt.ledger.resolve)
     except PayloadError as exc:
         return _dead_at_ingest(rt, event_id, "invalid_payload", exc)
+    except Exception as exc:  # noqa: BLE001 - a poison body: retrying cannot help, a person must see it
+        log.warning("event cannot be normalised: %s", exc.__class__.__name__,
+                    extra={"event_id": event_id})
+        return _dead_at_ingest(rt, event_id, "normalise_failed", exc)
 
     rt.store.save_normalised(event_id, event.to_dict())
     blocker = calcom_api.BlockerType.from_settings(rt.settings.calcom)
@@ -53,16 +59,23 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
         log.info("echo of an EHR block skipped", extra={"event_id": event_id, "outcome": "skipped"})
         return "skipped"
     key = event.appointment_key
-    lock = rt.redis.lock(rt.ledger.lock_name(f"appt:{key}"), timeout=30, blocking_timeout=10)
+    hold = rt.settings.delivery.appointment_lock_seconds
+    lock = rt.redis.lock(rt.ledger.lock_name(f"appt:{key}"), timeout=hold,
+                         blocking_timeout=min(10.0, hold))
     if not lock.acquire():
         raise AppointmentBusy(key)
     try:
-        state, targets = _accept(rt, event, stored.state, force)
+        state, targets, woken, latest = _accept(rt, event, stored.state, force)
+        if state != "waiting":
+            crash_point("after_commit_before_unpark")
         provider = find_provider(rt.settings.providers, event)
-        if provider is not None and state in ("accepted", "unrouted"):  # under the lock: in order
-            rt.conflicts.track(provider, event)
+        if provider is not None and state in ("accepted", "unrouted") and latest:
+            rt.conflicts.track(provider, event)  # under the lock: in order
     finally:
         lock.release()
+    for waiting_id in woken:  # woken in the accept's MULTI; the sweep re-sends them otherwise
+        rt.reprocess(waiting_id, False)
+    _follow_up(rt, event_id, state, event, stored.source)  # before the drain: durable on its own
 
     if len(targets) == 1:  # deliver now in this task: saves a Celery round trip per booking
         from worker.delivery import drain
@@ -75,24 +88,33 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
     else:  # several targets: one drain task each, so a slow target holds back no other
         for target in targets:
             rt.kick(key, target, None)
-    if state != "waiting":
-        dl = rt.deadletters.for_event(event_id)
-        if dl and dl.state == "replayed":
-            rt.deadletters.set_state(dl.id, "resolved", "system", f"event {state}")
-    if state in ("accepted", "unrouted") and event.kind is EventKind.CANCELLED \
-            and stored.source != "reconciliation":
-        from worker.series import after_cancel
-
-        after_cancel(rt, event)  # one cancel may stand for several occurrences of a series
-    if state in ("accepted", "unrouted", "skipped"):  # the uid is known now, whatever was sent
-        for waiting_id in rt.ledger.waiting_for(event.uid):
-            rt.ledger.unpark(waiting_id)
-            rt.reprocess(waiting_id, False)
     return state
 
 
+def _follow_up(rt: Runtime, event_id: str, state: str, event: AppointmentEvent | None,
+               source: str) -> None:
+    """The last steps after an accept. Each is safe to repeat, and the event stays in the
+    unprocessed set (the sweep re-runs it) until they are done: no step relies on this task."""
+    if state == "waiting":  # parked (or woken at once, then left in the unprocessed set)
+        return
+    if state not in ("dead", "missing"):
+        dl = rt.deadletters.for_event(event_id)
+        if dl and not dl.delivery_id and dl.state == "replayed":
+            rt.deadletters.set_state(dl.id, "resolved", "system", f"event {state}")
+    if state in ("accepted", "unrouted") and source != "reconciliation":
+        if event is None:  # a retry after a crash: the event as it was accepted
+            data = rt.store.normalised(event_id)
+            event = AppointmentEvent.from_dict(data) if data else None
+        if event is not None and event.kind is EventKind.CANCELLED:
+            from worker.series import after_cancel
+
+            after_cancel(rt, event)  # one cancel may stand for several occurrences of a series
+    rt.store.followed_up(event_id)
+
+
 def _accept(rt: Runtime, event: AppointmentEvent, current: str,
-            force: bool) -> tuple[str, list[str]]:
+            force: bool) -> tuple[str, list[str], list[str], bool]:
+    """(state, targets to drain, events woken, whether this is the appointment's latest event)."""
     ledger, key, eid = rt.ledger, event.appointment_key, event.event_id
     ctx = {"event_id": eid, "appointment_key": key, "trigger": event.trigger}
 
@@ -105,7 +127,10 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
             if d and d.state in ("pending", "sending"):
                 ledger.enqueue(key, d.target, d.id, d.order)
                 targets.append(d.target)
-        return "accepted", targets
+        # wake again what waits on its uids (the first run may have died before re-queueing)
+        uids = [event.uid] + ([event.previous_uid] if event.previous_uid else [])
+        woken = ledger.wake(uids, rt.store.keys.unprocessed, repr(time.time()))
+        return "accepted", targets, woken, snap.appointment.get("last_event_id") == eid
 
     appt, uids = snap.appointment, snap.uids
     needed = _needed_uid(event, uids)
@@ -113,10 +138,12 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
         needed = event.uid
     if needed and needed not in uids and not force:
         deadline = time.time() + rt.settings.delivery.order_wait_seconds
-        ledger.park(needed, eid, deadline)
-        rt.store.set_state(eid, "waiting", "waiting_for_predecessor", key)
+        if ledger.park(key, needed, eid, deadline, event_hash=rt.store.keys.event(eid),
+                       unprocessed=rt.store.keys.unprocessed):
+            log.info("predecessor arrived while parking: again", extra=ctx)
+            return "waiting", [], [eid], False
         log.info("event waits for its predecessor", extra=ctx)
-        return "waiting", []
+        return "waiting", [], [], False
 
     sequence, mark = sequence_and_mark(event, appt)
     if not force:
@@ -125,13 +152,13 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
             rt.store.set_state(eid, "skipped", f"duplicate_of:{seen}", key)
             rt.audit.record("system", "event.skipped", eid, reason="logical_duplicate", of=seen)
             log.info("logical duplicate skipped", extra=ctx)
-            return "skipped", []
+            return "skipped", [], [], False
         stale = skip_reason(event, sequence, appt, snap.uid_statuses)
         if stale:
             rt.store.set_state(eid, "skipped", stale, key)
             rt.audit.record("system", "event.skipped", eid, reason=stale)
             log.info("stale event skipped: %s", stale, extra=ctx)
-            return "skipped", []
+            return "skipped", [], [], False
 
     uid_status = snap.uid_statuses.get(event.uid)
     message_event = message_event_for(event, uid_status)
@@ -168,18 +195,19 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
         if event.kind is not EventKind.NO_SHOW:
             pipe.hset(ledger.appt(key), "booking_event_id", eid)
 
-    ledger.accept(key, event_id=eid, uid=event.uid, previous_uid=event.previous_uid,
-                  mark=mark, sequence=sequence, created_at=event.created_at.timestamp(),
-                  status=event.kind.value, order=order, deliveries=deliveries,
-                  event_hash=rt.store.keys.event(eid), unprocessed=rt.store.keys.unprocessed,
-                  event_state=state, event_reason=reason, extra=audit)
+    woken = ledger.accept(key, event_id=eid, uid=event.uid, previous_uid=event.previous_uid,
+                          mark=mark, sequence=sequence, created_at=event.created_at.timestamp(),
+                          status=event.kind.value, order=order, deliveries=deliveries,
+                          event_hash=rt.store.keys.event(eid),
+                          unprocessed=rt.store.keys.unprocessed,
+                          event_state=state, event_reason=reason, extra=audit)
     if state == "unrouted":
         log.warning("event matched no route", extra=ctx)
-        return "unrouted", []
+        return "unrouted", [], woken, True
     if state == "skipped":
-        return "skipped", []
+        return "skipped", [], woken, True
     log.info("event accepted", extra={**ctx, "outcome": message_event})
-    return "accepted", targets
+    return "accepted", targets, woken, True
 
 
 def sequence_and_mark(event: AppointmentEvent, appt: dict[str, str]) -> tuple[int, str]:
@@ -242,6 +270,11 @@ def expire_wait(rt: Runtime, event_id: str) -> bool:
         return False
     stored = rt.store.get(event_id)
     key = stored.appointment_key if stored else ""
+    needed = rt.redis.hget(rt.store.keys.event(event_id), "waiting_for")
+    if needed and rt.ledger.is_known_to(key, needed.decode()):  # it came; the wake-up was lost
+        rt.ledger.wake([needed.decode()], rt.store.keys.unprocessed, repr(time.time()))
+        rt.reprocess(event_id, False)
+        return False
     dl_id = rt.deadletters.add(
         stage="ordering", error_code="predecessor_missing", error_class="OrderWaitExpired",
         error_text=("the booking this event changes was never seen within "

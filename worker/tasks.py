@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -53,13 +54,18 @@ def register(app: Celery, settings: Settings) -> None:
     @app.task(name="calehr.tick", bind=True, max_retries=0)
     def tick(self: Task) -> dict:
         r = rt()
-        lock = r.redis.lock(f"{settings.key_prefix}:lock:sweep", timeout=300, blocking=False)
+        # short: a worker killed mid-sweep must not stop the sweeps that rescue its work for
+        # long (two sweeps at once only kick twice, and every step of a sweep is safe to repeat)
+        d = settings.delivery
+        hold = max(2 * d.sweep_interval_seconds, min(300.0, d.stuck_event_seconds))
+        lock = r.redis.lock(f"{settings.key_prefix}:lock:sweep", timeout=hold, blocking=False)
         if not lock.acquire():
             return {"skipped": "running"}
         try:
             return sweep(r)
         finally:
-            lock.release()
+            with contextlib.suppress(redis.exceptions.LockError):  # it ran longer than `hold`
+                lock.release()
 
 
 def run_reconcile(rt: Runtime) -> dict:
@@ -83,6 +89,12 @@ def sweep(rt: Runtime) -> dict:
     """Beat: wake due queues, expire order waits, and rescue work a dead worker left behind."""
     now = time.time()
     woke = expired = rescued = resent = 0
+    # first: events parked on a uid that is known now (their wake-up was lost), so that none
+    # of them expires below as "predecessor missing"
+    for uid in rt.ledger.known_parked_uids():
+        for event_id in rt.ledger.wake([uid], rt.store.keys.unprocessed, repr(now)):
+            rt.reprocess(event_id, False)
+            woke += 1
     for item in rt.ledger.pop_due(now):
         kind, _, rest = item.partition(":")
         if kind == "drain":
@@ -121,9 +133,14 @@ def sweep(rt: Runtime) -> dict:
                     rt.ledger.update_delivery(head, rescued_at=repr(now))
                 rt.kick(key, target, None)
                 rescued += 1
+    for dl_id in rt.redis.smembers(rt.ledger.to_resolve):  # delivered, the worker died before
+        from worker.delivery import resolve_delivered
+
+        resolve_delivered(rt, dl_id.decode())
     for event_id in rt.store.stuck(stale_after):
         rt.redis.zadd(rt.store.keys.unprocessed, {event_id: now})  # not again for a while
-        rt.reprocess(event_id, False)
+        reason = rt.redis.hget(rt.store.keys.event(event_id), "reason")
+        rt.reprocess(event_id, reason == b"replayed:force")  # a forced replay stays forced
         resent += 1
     if rt.settings.calcom.api_key:  # EHR-side changes the MLLP listener or FHIR inbound queued
         from worker.ehr_changes import OwnAppointments

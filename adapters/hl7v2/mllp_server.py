@@ -150,10 +150,14 @@ def main(argv: list[str] | None = None, *,
 
     setup_logging()
     try:
-        handler, background = make_app(Settings.load())
+        settings = Settings.load()
+        handler, background = make_app(settings)
     except (ConfigError, RuntimeError) as exc:
         print(f"calehr mllp: {exc}", file=sys.stderr)
         return 2
+    from core.heartbeat import start_heartbeat
+
+    start_heartbeat(settings, "mllp")
     listener = MLLPListener(handler, Limits(args.max_frame_bytes, args.idle_timeout,
                                                        args.max_connections, args.threads))
     try:

@@ -16,7 +16,13 @@ from deadletter.console.blueprint import console_bp
 
 
 def register_console(app: Flask, settings: Settings, make_runtime: RuntimeFactory) -> None:
-    from deadletter.console import actions, auth, views  # noqa: F401 - routes attach to console_bp
+    from deadletter.console import (  # noqa: F401 - routes attach to console_bp
+        actions,
+        auth,
+        oidc,
+        status_view,
+        views,
+    )
     from deadletter.console.context import ConsoleContext
     from deadletter.console.templating import install_filters
 
@@ -31,4 +37,13 @@ def register_console(app: Flask, settings: Settings, make_runtime: RuntimeFactor
     )
     app.extensions["calehr_console"] = ConsoleContext.build(settings, make_runtime)
     install_filters(app)
+    if settings.oidc.issuer:
+        from deadletter.console.oidc import register_oidc
+
+        register_oidc(app, settings)
+
+    @app.context_processor
+    def oidc_label() -> dict[str, str]:
+        return {"oidc_label": settings.oidc.label if settings.oidc.issuer else ""}
+
     app.register_blueprint(console_bp)

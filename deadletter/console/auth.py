@@ -20,9 +20,11 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from deadletter.console.blueprint import console_bp
 from deadletter.console.context import console
+from deadletter.console.sessions import SessionRecord
 
 ROLE_RANK = {"viewer": 1, "operator": 2, "admin": 3}
-PUBLIC_ENDPOINTS = frozenset({"console.login", "console.static"})
+PUBLIC_ENDPOINTS = frozenset({"console.login", "console.static", "console.oidc_login",
+                              "console.oidc_callback", "console.oidc_finish"})
 F = TypeVar("F", bound=Callable[..., Any])
 _dummy_hash: list[str] = []
 
@@ -77,18 +79,24 @@ def _token_ok(expected: str | None) -> bool:
     return bool(expected) and bool(sent) and hmac.compare_digest(sent, str(expected))
 
 
+def _session_user(record: SessionRecord | None) -> ConsoleUser | None:
+    if record is None:
+        return None
+    if record.role:  # single sign-on: the role the provider's claim gave at login
+        return ConsoleUser(record.username, record.role, record.csrf_token, record.created_at)
+    local = console().user(record.username)  # the config's [[users]] or `calehr users`
+    if local is None:  # removed since login
+        return None
+    return ConsoleUser(local.username, local.role, record.csrf_token, record.created_at)
+
+
 @console_bp.before_request
 def load_user_and_check_csrf() -> Any:
     g.console_user = None
     session_id = session.get("sid")
     if session_id:
-        ctx = console()
-        record = ctx.sessions.touch(session_id)
-        configured = ctx.user(record.username) if record else None
-        if record and configured:  # the role always comes from the config file
-            g.console_user = ConsoleUser(configured.username, configured.role,
-                                         record.csrf_token, record.created_at)
-        else:
+        g.console_user = _session_user(console().sessions.touch(session_id))
+        if g.console_user is None:
             session.pop("sid", None)
     if request.endpoint in PUBLIC_ENDPOINTS:
         if request.method == "POST" and not _token_ok(session.get("login_csrf")):

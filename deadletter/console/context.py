@@ -12,6 +12,7 @@ from core.audit import AuditLog
 from core.config import Settings, UserSettings
 from core.redis_client import make_redis
 from core.runtime import Runtime, RuntimeFactory
+from core.users import UserStore
 from deadletter.console.jobs import BulkReplayJobs
 from deadletter.console.sessions import LoginThrottle, SessionStore
 
@@ -46,10 +47,8 @@ class ConsoleContext:
             return self._runtime
 
     def user(self, username: str) -> UserSettings | None:
-        for user in self.settings.users:
-            if user.username == username:
-                return user
-        return None
+        """A local user: [[users]] in the config, else one added with `calehr users add`."""
+        return UserStore.for_settings(self.redis, self.settings).get(username)
 
 
 def console() -> ConsoleContext:

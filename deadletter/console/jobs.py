@@ -99,9 +99,14 @@ class BulkReplayJobs:
         if not self.r.set(self._k(job_id, "runner"), token, nx=True, ex=int(STALLED_AFTER)):
             return False
         doing = self._k(job_id, "doing")  # a dead runner's half-done item goes first again
-        while self.r.lmove(doing, self._k(job_id, "todo"), "RIGHT", "LEFT"):
-            pass
+        while item := self.r.lmove(doing, self._k(job_id, "todo"), "RIGHT", "LEFT"):
+            self.r.sadd(self._k(job_id, "resumed"), item)
+            self.r.expire(self._k(job_id, "resumed"), KEEP_SECONDS)
         return True
+
+    def was_half_done(self, job_id: str, dl_id: str) -> bool:
+        """A dead runner had taken this item: its replay may have gone through."""
+        return bool(self.r.sismember(self._k(job_id, "resumed"), dl_id))
 
     def next_id(self, job_id: str, token: str) -> str | None:
         if (self.r.get(self._k(job_id, "runner")) or b"").decode() != token:
@@ -139,7 +144,9 @@ def run_job(jobs: BulkReplayJobs, rt: Runtime, job_id: str, actor: str) -> None:
             replay(rt, dl_id, actor)
             jobs.handled(job_id, dl_id, None)
         except ReplayError as exc:  # ids and states only, no PHI
-            jobs.handled(job_id, dl_id, str(exc))
+            done_before = jobs.was_half_done(job_id, dl_id) and \
+                rt.deadletters.states([dl_id])[0] in ("replayed", "resolved")
+            jobs.handled(job_id, dl_id, None if done_before else str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the job
             log.exception("bulk replay item failed", extra={"dead_letter_id": dl_id})
             jobs.handled(job_id, dl_id, f"internal error: {exc.__class__.__name__}")

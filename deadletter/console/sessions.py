@@ -20,6 +20,7 @@ class SessionRecord:
     username: str
     csrf_token: str
     created_at: float
+    role: str = ""  # set for single sign-on (OIDC) sessions; local users' role comes from the store
 
 
 class SessionStore:
@@ -31,12 +32,12 @@ class SessionStore:
     def key(self, session_id: str) -> str:
         return f"{self.p}:{hashlib.sha256(session_id.encode()).hexdigest()}"
 
-    def create(self, username: str) -> str:
+    def create(self, username: str, role: str = "") -> str:
         session_id = secrets.token_urlsafe(32)
         key = self.key(session_id)
         pipe = self.r.pipeline()
         pipe.hset(key, mapping={"username": username, "csrf": secrets.token_urlsafe(32),
-                                "created_at": repr(time.time())})
+                                "created_at": repr(time.time()), "role": role})
         pipe.expire(key, self.idle_seconds)
         pipe.execute()
         return session_id
@@ -49,7 +50,8 @@ class SessionStore:
             return None
         self.r.expire(key, self.idle_seconds)
         return SessionRecord(username=data[b"username"].decode(), csrf_token=data[b"csrf"].decode(),
-                             created_at=float(data.get(b"created_at", b"0")))
+                             created_at=float(data.get(b"created_at", b"0")),
+                             role=data.get(b"role", b"").decode())
 
     def delete(self, session_id: str) -> None:
         self.r.delete(self.key(session_id))

@@ -61,3 +61,38 @@ def test_redis_down_twenty_webhooks_spooled_then_all_delivered_once_in_order(
     finally:
         stack.stop()
         own.stop()
+
+
+@pytest.mark.slow
+def test_a_torn_record_in_the_spool_is_quarantined_counted_and_later_ones_drain(
+        tmp_path, stack, outbox):
+    own = EmbeddedRedis(tmp_path / "own-redis")
+    own.start()
+    try:
+        stack.redis_url = own.url
+        stack.write_config(config_text(outbox) + "\n[spool]\ndrain_interval_seconds = 0.2\n")
+        base = stack.web()
+        stack.worker()
+        own.stop()
+        bodies = [appointment_bodies(i, "T")["created"] for i in range(3)]
+        spool_dir = tmp_path / "var" / "spool"
+        assert post_signed(base, bodies[0]).json()["spooled"]
+        active = spool_dir / "active.spool"
+        whole = active.read_bytes()
+        with open(active, "ab") as fh:  # a web worker that died half-way through an append
+            fh.write(whole[: len(whole) // 2])
+        assert all(post_signed(base, b).json()["spooled"] for b in bodies[1:])
+
+        own.start()
+        got = wait_for(lambda: len(m := outbox_messages(outbox)) >= 3 and m, 60, 0.2,
+                       "the three good records delivered")
+        assert sorted(p for p, _ in got) == sorted(placer_of(i, "T") for i in range(3))
+        quarantined = wait_for(lambda: list((spool_dir / "quarantine").glob("torn-*.bin")), 10,
+                               message="the torn bytes quarantined")
+        assert quarantined[0].read_bytes() == whole[: len(whole) // 2]
+        metrics = __import__("requests").get(f"{base}/metrics", timeout=5).text
+        assert "calehr_spool_torn_records_total 1.0" in metrics
+        assert "torn spool record(s) skipped" in stack.procs[0].output()
+    finally:
+        stack.stop()
+        own.stop()
