@@ -159,7 +159,7 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
 
 def cmd_users(args: argparse.Namespace) -> int:
-    from core.userscmd import run_users
+    from calehr.userscmd import run_users
 
     return run_users(_settings(), args)
 
@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl.set_defaults(func=cmd_deadletter)
     hp = sub.add_parser("hash-password", help="hash a console password (read from stdin)")
     hp.set_defaults(func=cmd_hash_password)
-    from core.userscmd import add_parser as users_parser
+    from calehr.userscmd import add_parser as users_parser
 
     users_parser(sub).set_defaults(func=cmd_users)
     st = sub.add_parser("status", help="is the bridge healthy, and if not, where")
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Exception as exc:  # noqa: BLE001 - classified below; anything else is re-raised
-        from core.clierrors import one_line
+        from calehr.clierrors import one_line
 
         line = one_line(exc, os.environ)
         if line is None:

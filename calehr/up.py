@@ -17,11 +17,11 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from calehr.supervise import Supervisor
 from core.config import ConfigError, Settings
 from core.crypto import new_key
 from core.embedded_redis import EmbeddedRedis
 from core.runinfo import RUN_FILE, RunInfo, read_run_info, write_run_info
-from core.supervise import Supervisor
 
 DEMO_SECRET = "whsec_demo_3f9a1c2e7b"  # noqa: S105 - the public example value we replace
 SYSTEM_ACTOR = "system:calehr-up"

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from core.supervise import BACKOFF_MAX, Supervisor, backoff
+from calehr.supervise import BACKOFF_MAX, Supervisor, backoff
 from tests.support import wait_for
 
 
