@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.load import booking, have_wrk, percentile, post_all, write_bodies, wrk
 from bench.stack import TARGET, BenchStack
-from core.ledger import control_id_for
+from core.deliveries import control_id_for
 from tests.factories import placer_of
 
 

@@ -119,7 +119,7 @@ def _bridge(settings: Settings) -> Runtime | None:
 def _map_one(settings: Settings, story: _Story, index: int, name: str, body,
              target_name: str | None) -> int:
     from adapters.calcom.payload import normalise
-    from core.ledger import Delivery, control_id_for
+    from core.deliveries import Delivery, control_id_for
     from worker.pipeline import sequence_and_mark, skip_reason
     from worker.routing import route
     from worker.rules import message_event_for, opted_in

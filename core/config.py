@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,211 +13,38 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from core.config_reader import ConfigError, Section, check_fernet_keys, dataclass_section, expand, table_list
+from core.config_sections import (
+    CalcomSettings,
+    ConsoleSettings,
+    DeliverySettings,
+    EventTypeSettings,
+    InboundSettings,
+    LocationSettings,
+    OidcSettings,
+    PatientFieldSettings,
+    ProviderSettings,
+    RetentionSettings,
+    RouteSettings,
+    SecuritySettings,
+    SpoolSettings,
+    TargetSettings,
+    UserSettings,
+    WebSettings,
+    WorkerSettings,
+)
+
+__all__ = [
+    "ConfigError", "Settings", "parse_settings", "CalcomSettings", "SecuritySettings",
+    "ProviderSettings", "EventTypeSettings", "LocationSettings", "PatientFieldSettings",
+    "TargetSettings", "RouteSettings", "DeliverySettings", "WorkerSettings", "UserSettings",
+    "ConsoleSettings", "OidcSettings", "SpoolSettings", "RetentionSettings", "InboundSettings",
+    "WebSettings",
+]
+
 DEFAULT_CONFIG = "calehr.toml"
 NO_CONFIG = ("no config: set CALEHR_CONFIG to your calehr.toml, or run `calehr up` once in this "
              "folder (it writes var/calehr.toml with fresh secrets)")
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-class ConfigError(ValueError):
-    """A config value is missing or wrong; the message names the key."""
-
-
-@dataclass(frozen=True)
-class CalcomSettings:
-    webhook_secrets: tuple[str, ...]
-    api_url: str = "https://api.cal.com/v2"
-    api_key: str = ""
-    max_body_bytes: int = 256 * 1024
-    bookings_api_version: str = "2024-08-13"
-    reconcile_interval_seconds: int = 0  # 0 = off
-    # the hidden event type that `api`-strategy providers book to hold EHR time
-    blocker_event_type_id: int = 0  # 0 = find it by slug under the provider's username
-    blocker_event_type_slug: str = "ehr-hold"
-    blocker_attendee_email: str = "ehr-hold@calehr.invalid"
-
-
-@dataclass(frozen=True)
-class SecuritySettings:
-    encryption_keys: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class ProviderSettings:
-    calcom_user: str  # Cal.com username or email of the organizer
-    ehr_id: str
-    name: str
-    ics_token: str = ""
-    strategy: str = "ics"  # ics | api
-    id_authority: str = ""
-    fhir_id: str = ""  # the EHR's FHIR Practitioner id: inbound `Practitioner/<fhir_id>` matches
-
-
-@dataclass(frozen=True)
-class EventTypeSettings:
-    slug: str
-    code: str
-    name: str = ""
-    id: int | None = None
-
-
-@dataclass(frozen=True)
-class LocationSettings:
-    match: str  # substring of the Cal.com location, or a location type such as inPerson
-    code: str
-    name: str = ""
-
-
-@dataclass(frozen=True)
-class PatientFieldSettings:
-    dob_field: str = "dateOfBirth"
-    id_field: str = ""
-    id_authority: str = ""
-    id_type: str = "MB"
-    phone_field: str = "attendeePhoneNumber"
-
-
-@dataclass(frozen=True)
-class TargetSettings:
-    name: str
-    kind: str  # mllp | file | fhir
-    host: str = "127.0.0.1"
-    port: int = 0
-    path: str = ""  # file: folder
-    url: str = ""  # fhir: base url
-    timezone: str = "UTC"
-    sending_application: str = "CALEHR"
-    sending_facility: str = "CALCOM"
-    receiving_application: str = "EHR"
-    receiving_facility: str = "HOSPITAL"
-    processing_id: str = "P"
-    charset: str = "UNICODE UTF-8"  # MSH-18; "8859/1" for Latin-1 sites
-    allow_notes: bool = False
-    send_meeting_ended: bool = False  # MEETING_ENDED → S14 Complete / FHIR fulfilled (opt-in)
-    status_case: str = "title"  # title (Booked) | upper (BOOKED)
-    transient_ack_codes: tuple[str, ...] = ("AR", "CR")
-    permanent_ack_codes: tuple[str, ...] = ("AE", "CE")
-    tls: bool = False
-    tls_ca_file: str = ""
-    tls_cert_file: str = ""  # client certificate for mutual TLS (MLLP or FHIR)
-    tls_key_file: str = ""
-    connect_timeout: float = 5.0
-    read_timeout: float = 30.0
-    max_frame_bytes: int = 1024 * 1024
-    max_attempts: int = 50
-    max_age_seconds: int = 24 * 3600
-    auth: str = "none"  # fhir: none | bearer | oauth2
-    token: str = ""
-    token_url: str = ""
-    client_id: str = ""
-    client_secret: str = ""
-    identifier_system: str = "urn:calcom:appointment"
-    patient_identifier_system: str = ""
-    # mllp: original (MSH-15/16 empty; AA/AE/AR answer) | enhanced (MSH-15/16 below, table 0155)
-    ack_mode: str = "original"
-    accept_ack_type: str = "AL"  # MSH-15 in enhanced mode
-    application_ack_type: str = "AL"  # MSH-16 in enhanced mode
-    # the EHR sends SIU for appointments the bridge created (their echo may come late)
-    ehr_echoes: bool = True
-
-    @property
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
-
-
-@dataclass(frozen=True)
-class RouteSettings:
-    targets: tuple[str, ...]
-    event_types: tuple[str, ...] = ()
-    teams: tuple[str, ...] = ()
-    locations: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class DeliverySettings:
-    retry_base_seconds: float = 2.0
-    retry_max_backoff_seconds: float = 3600.0
-    countdown_max_seconds: float = 60.0  # longer waits go through the due-set
-    order_wait_seconds: float = 600.0  # how long an event waits for its predecessor
-    circuit_failure_threshold: int = 5
-    circuit_open_seconds: float = 30.0
-    circuit_max_open_seconds: float = 600.0
-    lock_ttl_seconds: float = 120.0
-    sweep_interval_seconds: float = 5.0
-    stuck_event_seconds: float = 60.0
-    appointment_lock_seconds: float = 30.0  # a killed worker's lock on one appointment lasts this
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    visibility_timeout: int = 3600
-    task_soft_time_limit: int = 240
-    task_time_limit: int = 300
-    concurrency: int = 2
-
-
-@dataclass(frozen=True)
-class UserSettings:
-    username: str
-    password_hash: str  # werkzeug format, made by `calehr hash-password`
-    role: str  # viewer | operator | admin
-
-
-@dataclass(frozen=True)
-class ConsoleSettings:
-    secret_key: str = ""  # signs session cookies; empty = console disabled
-    session_minutes: int = 30
-    secure_cookies: bool = False  # true behind HTTPS
-
-
-@dataclass(frozen=True)
-class OidcSettings:
-    """Optional console sign-in through the hospital's OpenID provider (empty issuer = off)."""
-
-    issuer: str = ""
-    client_id: str = ""
-    client_secret: str = ""
-    scopes: str = "openid profile email"
-    username_claim: str = "preferred_username"
-    role_claim: str = "groups"  # a string or a list of strings in the ID token or userinfo
-    viewer_values: tuple[str, ...] = ()  # claim values that grant each role; the highest wins
-    operator_values: tuple[str, ...] = ()
-    admin_values: tuple[str, ...] = ()
-    label: str = "hospital account"  # "Sign in with <label>"
-
-
-@dataclass(frozen=True)
-class SpoolSettings:
-    """Local fsync'd spool for webhooks that arrive while Redis is unreachable."""
-
-    enabled: bool = True
-    path: str = ""  # default: <var_dir>/spool
-    max_bytes: int = 256 * 1024 * 1024
-    drain_interval_seconds: float = 2.0
-
-
-@dataclass(frozen=True)
-class RetentionSettings:
-    """Data minimisation: how long patient data stays once nothing needs it."""
-
-    event_body_days: float = 30.0  # bodies of events that reached a final state
-    closed_dead_letter_days: float = 90.0  # resolved or discarded dead letters
-    audit_entries: int = 100_000
-    run_interval_seconds: float = 3600.0
-
-
-@dataclass(frozen=True)
-class InboundSettings:
-    """The reverse direction: what the EHR may send us."""
-
-    fhir_token: str = ""  # bearer token for /fhir/Appointment and /fhir/Slot; empty = refused
-
-
-@dataclass(frozen=True)
-class WebSettings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    public_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -270,91 +96,16 @@ class Settings:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source or 'config'}: not valid TOML: {exc}") from exc
-        return parse_settings(_expand(raw, env, ""), env, source)
-
-
-def _expand(value: Any, env: Mapping[str, str], key: str) -> Any:
-    if isinstance(value, str):
-
-        def repl(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in env:
-                raise ConfigError(f"{key}: environment variable {name} is not set")
-            return env[name]
-
-        return _VAR.sub(repl, value)
-    if isinstance(value, list):
-        return [_expand(v, env, f"{key}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        return {k: _expand(v, env, f"{key}.{k}" if key else k) for k, v in value.items()}
-    return value
-
-
-class _Section:
-    """Reads one table strictly: wrong types and unknown keys are errors naming the key."""
-
-    def __init__(self, data: Any, name: str) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{name}: must be a table")
-        self.data = dict(data)
-        self.name = name
-        self.used: set[str] = set()
-
-    def _key(self, key: str) -> str:
-        return f"{self.name}.{key}" if self.name else key
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., *,
-            required: bool = False) -> Any:
-        self.used.add(key)
-        if key not in self.data:
-            if required or default is ...:
-                raise ConfigError(f"{self._key(key)}: required")
-            return default
-        value = self.data[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            raise ConfigError(f"{self._key(key)}: expected {_names(kinds)}, got a boolean")
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kinds):
-            raise ConfigError(f"{self._key(key)}: expected {_names(kinds)}, got {type(value).__name__}")
-        return value
-
-    def strings(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
-        value = self.get(key, (list, str), list(default))
-        if isinstance(value, str):
-            value = [value]
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                raise ConfigError(f"{self._key(key)}[{i}]: expected a string")
-        return tuple(value)
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise ConfigError(f"{self._key(unknown[0])}: unknown key")
-
-
-def _names(kinds: tuple[type, ...]) -> str:
-    words = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             list: "a list", dict: "a table"}
-    return " or ".join(words.get(k, k.__name__) for k in kinds)
-
-
-def _table_list(raw: dict[str, Any], key: str) -> list[_Section]:
-    value = raw.get(key, [])
-    if not isinstance(value, list):
-        raise ConfigError(f"{key}: must be an array of tables ([[{key}]])")
-    return [_Section(item, f"{key}[{i}]") for i, item in enumerate(value)]
+        return parse_settings(expand(raw, env, ""), env, source)
 
 
 def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = "") -> Settings:
-    top = _Section(raw, "")
+    top = Section(raw, "")
     top.used.update({"calcom", "security", "providers", "event_types", "locations", "targets",
                      "routes", "patient", "delivery", "worker", "web", "console", "users", "spool",
                      "retention", "inbound", "oidc"})
 
-    cal = _Section(raw.get("calcom", {}), "calcom")
+    cal = Section(raw.get("calcom", {}), "calcom")
     secrets = cal.strings("webhook_secrets")
     if not secrets or any(not s for s in secrets):
         raise ConfigError("calcom.webhook_secrets: at least one non-empty secret is required")
@@ -380,7 +131,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
     if "@" not in calcom.blocker_attendee_email:
         raise ConfigError("calcom.blocker_attendee_email: must be an email address")
 
-    sec = _Section(raw.get("security", {}), "security")
+    sec = Section(raw.get("security", {}), "security")
     keys = sec.strings("encryption_keys")
     env_keys = env.get("CALEHR_ENCRYPTION_KEYS", "")
     if env_keys:
@@ -388,11 +139,11 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
     if not keys:
         raise ConfigError("security.encryption_keys: at least one Fernet key is required "
                           "(or set CALEHR_ENCRYPTION_KEYS)")
-    _check_fernet_keys(keys)
+    check_fernet_keys(keys)
     sec.done()
 
     providers = []
-    for s in _table_list(raw, "providers"):
+    for s in table_list(raw, "providers"):
         strategy = s.get("strategy", str, "ics")
         if strategy not in ("ics", "api"):
             raise ConfigError(f"{s.name}.strategy: must be 'ics' or 'api'")
@@ -408,7 +159,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
         s.done()
 
     event_types = []
-    for s in _table_list(raw, "event_types"):
+    for s in table_list(raw, "event_types"):
         event_types.append(EventTypeSettings(
             slug=s.get("slug", str, required=True),
             code=s.get("code", str, required=True),
@@ -418,7 +169,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
         s.done()
 
     locations = []
-    for s in _table_list(raw, "locations"):
+    for s in table_list(raw, "locations"):
         locations.append(LocationSettings(
             match=s.get("match", str, required=True),
             code=s.get("code", str, required=True),
@@ -426,14 +177,14 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
         ))
         s.done()
 
-    targets = [_parse_target(s) for s in _table_list(raw, "targets")]
+    targets = [_parse_target(s) for s in table_list(raw, "targets")]
     names = [t.name for t in targets]
     for i, name in enumerate(names):
         if names.index(name) != i:
             raise ConfigError(f"targets[{i}].name: duplicate target name {name!r}")
 
     routes = []
-    for s in _table_list(raw, "routes"):
+    for s in table_list(raw, "routes"):
         route = RouteSettings(
             targets=s.strings("targets"),
             event_types=s.strings("event_types"),
@@ -448,7 +199,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
         routes.append(route)
         s.done()
 
-    pat = _Section(raw.get("patient", {}), "patient")
+    pat = Section(raw.get("patient", {}), "patient")
     patient = PatientFieldSettings(
         dob_field=pat.get("dob_field", str, "dateOfBirth"),
         id_field=pat.get("id_field", str, ""),
@@ -458,23 +209,23 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
     )
     pat.done()
 
-    delivery = _dataclass_section(raw, "delivery", DeliverySettings)
-    worker = _dataclass_section(raw, "worker", WorkerSettings)
+    delivery = dataclass_section(raw, "delivery", DeliverySettings)
+    worker = dataclass_section(raw, "worker", WorkerSettings)
     if worker.task_time_limit >= worker.visibility_timeout:
         raise ConfigError("worker.task_time_limit: must be below worker.visibility_timeout")
     if delivery.countdown_max_seconds * 4 > worker.visibility_timeout:
         raise ConfigError("delivery.countdown_max_seconds: must stay well below "
                           "worker.visibility_timeout (at most a quarter)")
-    web = _dataclass_section(raw, "web", WebSettings)
-    console = _dataclass_section(raw, "console", ConsoleSettings)
-    spool = _dataclass_section(raw, "spool", SpoolSettings)
+    web = dataclass_section(raw, "web", WebSettings)
+    console = dataclass_section(raw, "console", ConsoleSettings)
+    spool = dataclass_section(raw, "spool", SpoolSettings)
     if not spool.path and env.get("CALEHR_SPOOL_PATH"):
         spool = SpoolSettings(spool.enabled, env["CALEHR_SPOOL_PATH"], spool.max_bytes,
                               spool.drain_interval_seconds)
-    retention = _dataclass_section(raw, "retention", RetentionSettings)
-    inbound = _dataclass_section(raw, "inbound", InboundSettings)
+    retention = dataclass_section(raw, "retention", RetentionSettings)
+    inbound = dataclass_section(raw, "inbound", InboundSettings)
     users = []
-    for s in _table_list(raw, "users"):
+    for s in table_list(raw, "users"):
         role = s.get("role", str, required=True)
         if role not in ("viewer", "operator", "admin"):
             raise ConfigError(f"{s.name}.role: must be viewer, operator or admin")
@@ -506,7 +257,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
 
 
 def _parse_oidc(data: Any, console: ConsoleSettings) -> OidcSettings:
-    s = _Section(data, "oidc")
+    s = Section(data, "oidc")
     d = OidcSettings
     oidc = OidcSettings(
         issuer=s.get("issuer", str, "").rstrip("/"),
@@ -538,7 +289,7 @@ def _parse_oidc(data: Any, console: ConsoleSettings) -> OidcSettings:
     return oidc
 
 
-def _parse_target(s: _Section) -> TargetSettings:
+def _parse_target(s: Section) -> TargetSettings:
     d = TargetSettings
     kind = s.get("kind", str, required=True)
     if kind not in ("mllp", "file", "fhir"):
@@ -620,28 +371,3 @@ def _check_ack_mode(t: TargetSettings, name: str) -> None:
         raise ConfigError(f"{name}.application_ack_type: with accept_ack_type "
                           f"{t.accept_ack_type} the EHR would never confirm a message; "
                           "one of the two must be AL or SU")
-
-
-def _dataclass_section(raw: dict[str, Any], name: str, cls: type) -> Any:
-    s = _Section(raw.get(name, {}), name)
-    values = {}
-    for f in cls.__dataclass_fields__.values():
-        kind = {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)]
-        values[f.name] = s.get(f.name, kind, f.default)
-    s.done()
-    for key, value in values.items():
-        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-            raise ConfigError(f"{name}.{key}: must not be negative")
-    return cls(**values)
-
-
-def _check_fernet_keys(keys: tuple[str, ...]) -> None:
-    from cryptography.fernet import Fernet
-
-    for i, key in enumerate(keys):
-        try:
-            Fernet(key)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(
-                f"security.encryption_keys[{i}]: not a Fernet key (32 url-safe base64 bytes)"
-            ) from exc

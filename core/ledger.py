@@ -8,99 +8,17 @@ Per appointment key (see adapters/calcom/payload.appointment_key):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from core.crypto import Cipher
-
-
-def control_id_for(delivery_id: str) -> str:
-    """MSH-10: 20 characters, derived from the delivery, so every retry sends the same one."""
-    return hashlib.sha256(delivery_id.encode()).hexdigest()[:20].upper()
-
-
-@dataclass
-class Delivery:
-    id: str
-    event_id: str
-    appointment_key: str
-    target: str
-    message_event: str
-    order: int
-    control_id: str
-    state: str  # pending | sending | delivered | skipped | dead
-    attempts: int = 0
-    created_at: float = 0.0
-    first_attempt_at: float = 0.0
-    next_attempt_at: float = 0.0
-    updated_at: float = 0.0
-    base_event_id: str = ""  # for no-show: the event that carries the times
-    force: bool = False
-    reason: str = ""
-    history: list[dict[str, Any]] = field(default_factory=list)
-    has_override: bool = False  # an operator's edited message waits to be sent
-
-
-# KEYS: delivery hash. ARGV: now. Returns the attempt number.
-_START_ATTEMPT = """
-local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-if n == 1 or tonumber(redis.call('HGET', KEYS[1], 'first_attempt_at') or '0') == 0 then
-  redis.call('HSET', KEYS[1], 'first_attempt_at', ARGV[1])
-end
-redis.call('HSET', KEYS[1], 'state', 'sending', 'updated_at', ARGV[1])
-return n
-"""
-
-# Wake the events parked on some uids: each goes back into the unprocessed set (the sweep
-# re-sends what stays there) and its order-wait deadline is dropped. KEYS: unprocessed zset,
-# due zset, parked-uids set, then one waiting-uid set per uid. ARGV: now, then the uids.
-_WAKE = """
-local woken = {}
-for i = 4, #KEYS do
-  for _, id in ipairs(redis.call('SMEMBERS', KEYS[i])) do
-    redis.call('ZADD', KEYS[1], ARGV[1], id)
-    redis.call('ZREM', KEYS[2], 'wait:' .. id)
-    woken[#woken + 1] = id
-  end
-  redis.call('DEL', KEYS[i])
-  redis.call('SREM', KEYS[3], ARGV[i - 2])
-end
-return woken
-"""
-
-# One delivery of an event is final. KEYS: event hash, dead-letter index of the delivery,
-# the set of dead letters to resolve. ARGV: now, "resolve" when the delivery went through.
-# Returns the event's open deliveries left.
-_PROGRESS = """
-local left = redis.call('HINCRBY', KEYS[1], 'open_deliveries', -1)
-if left <= 0 then redis.call('HSET', KEYS[1], 'state', 'done', 'reason', '', 'updated_at', ARGV[1]) end
-if ARGV[2] == 'resolve' then
-  local dl = redis.call('GET', KEYS[2])
-  if dl then redis.call('SADD', KEYS[3], dl) end
-end
-return left
-"""
-
-# Put a dead or skipped delivery back in its queue, once. KEYS: delivery hash, event hash,
-# pending zset, pending index. ARGV: now, force, order, index member, delivery id.
-# Returns 1 if re-queued, 0 if it was queued already (a second replay changes nothing).
-_REQUEUE = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'pending' or state == 'sending' then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'pending', 'attempts', 0, 'first_attempt_at', 0,
-           'next_attempt_at', 0, 'force', ARGV[2], 'reason', 'replayed', 'updated_at', ARGV[1])
-redis.call('HINCRBY', KEYS[2], 'open_deliveries', 1)
-redis.call('HSET', KEYS[2], 'state', 'accepted', 'reason', 'replayed', 'updated_at', ARGV[1])
-redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[5])
-redis.call('SADD', KEYS[4], ARGV[4])
-return 1
-"""
+from core.deliveries import Delivery
+from core.ledger_scripts import PROGRESS, REQUEUE, START_ATTEMPT, WAKE
 
 
 @dataclass(frozen=True)
@@ -125,10 +43,10 @@ class Ledger:
         self.r = client
         self.cipher = cipher
         self.p = prefix
-        self._start_attempt = client.register_script(_START_ATTEMPT)
-        self._wake = client.register_script(_WAKE)
-        self._progress = client.register_script(_PROGRESS)
-        self._requeue = client.register_script(_REQUEUE)
+        self._start_attempt = client.register_script(START_ATTEMPT)
+        self._wake = client.register_script(WAKE)
+        self._progress = client.register_script(PROGRESS)
+        self._requeue = client.register_script(REQUEUE)
 
     # keys ---------------------------------------------------------------------------------
     def appt(self, key: str) -> str:
@@ -283,7 +201,7 @@ class Ledger:
         return event_id in self.wake([needed_uid], unprocessed, repr(time.time()))
 
     def wake(self, uids: list[str], unprocessed: str, now: str) -> list[str]:
-        """Move the events parked on `uids` back to the unprocessed set (see _WAKE)."""
+        """Move the events parked on `uids` back to the unprocessed set (see WAKE)."""
         woken = self._wake(keys=self._wake_keys(uids, unprocessed), args=[now, *uids])
         return [w.decode() for w in woken or []]
 
@@ -441,7 +359,7 @@ class Ledger:
         return int(open_left)
 
     def requeue(self, d: Delivery, *, force: bool, event_hash: str) -> bool:
-        """Replay: the delivery goes back in its queue (see _REQUEUE). False: already queued."""
+        """Replay: the delivery goes back in its queue (see REQUEUE). False: already queued."""
         return bool(self._requeue(
             keys=[self.delivery_key(d.id), event_hash, self.pending(d.appointment_key, d.target),
                   self.pending_index],

@@ -6,10 +6,10 @@ import logging
 import time
 import uuid
 
+from core.deliveries import Delivery
 from core.ehr_echo import EhrEchoLedger, fingerprint
 from core.errors import MappingError
 from core.faults import crash_point
-from core.ledger import Delivery
 from core.models import DeliveryResult, EventKind
 from core.redact import error_text
 from core.retry import backoff_seconds

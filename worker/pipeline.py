@@ -8,9 +8,9 @@ import time
 from adapters.calcom import api as calcom_api
 from adapters.calcom.payload import normalise, parse_body
 from core.crypto import DecryptError
+from core.deliveries import Delivery, control_id_for
 from core.errors import PayloadError
 from core.faults import crash_point
-from core.ledger import Delivery, control_id_for
 from core.lookup import find_provider
 from core.models import AppointmentEvent, EventKind
 from core.redact import error_text

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 from core.config import Settings, TargetSettings
+from core.deliveries import Delivery
 from core.ehr_echo import Filler
-from core.ledger import Delivery
 from core.models import AppointmentEvent, DeliveryResult
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.deadletters import DeadLetter
-from core.ledger import Delivery
+from core.deliveries import Delivery
 from core.redact import redact_text
 from core.runtime import Runtime
 
