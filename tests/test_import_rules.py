@@ -157,3 +157,13 @@ def _copy_tree(tmp_path: Path) -> Path:
         copy.write_text(path.read_text("utf-8"), "utf-8")
         assert name
     return tmp_path
+
+
+MAX_MODULE_LINES = 400
+
+
+def test_every_module_is_short() -> None:
+    """Short modules with one job: split a module by job before it passes the limit."""
+    long = {name: n for name, path in all_modules().items()
+            if (n := len(path.read_text("utf-8").splitlines())) > MAX_MODULE_LINES}
+    assert long == {}
