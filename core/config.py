@@ -112,6 +112,7 @@ class TargetSettings:
     client_secret: str = ""
     identifier_system: str = "urn:calcom:appointment"
     patient_identifier_system: str = ""
+    file_mode: int = 0o640  # file: permissions of each SIU file (TOML string "0640")
 
     @property
     def zone(self) -> ZoneInfo:
@@ -524,6 +525,7 @@ def _parse_target(s: _Section) -> TargetSettings:
         client_secret=s.get("client_secret", str, ""),
         identifier_system=s.get("identifier_system", str, d.identifier_system),
         patient_identifier_system=s.get("patient_identifier_system", str, ""),
+        file_mode=_file_mode(s),
     )
     s.done()
     if t.status_case not in ("title", "upper"):
@@ -537,6 +539,18 @@ def _parse_target(s: _Section) -> TargetSettings:
     if t.auth not in ("none", "bearer", "oauth2"):
         raise ConfigError(f"{s.name}.auth: must be none, bearer or oauth2")
     return t
+
+
+def _file_mode(s: _Section) -> int:
+    text = s.get("file_mode", str, "0640")
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777 or mode & 0o002:
+        raise ConfigError(f"{s.name}.file_mode: an octal mode like \"0640\" that is not "
+                          f"world-writable (got {text!r})")
+    return mode
 
 
 def _dataclass_section(raw: dict[str, Any], name: str, cls: type) -> Any:

@@ -203,7 +203,7 @@ def normalise(
         location=_str(p.get("location")),
         event_type_id=p.get("eventTypeId"),
         event_type_slug=_str(p.get("type")),
-        event_title=_str(p.get("eventTitle") or p.get("title")),
+        event_title=_str(p.get("eventTitle")),  # the event type's; the booking title is PHI
         team=_str(team.get("name")) if isinstance(team, dict) else "",
         notes=_str(p.get("additionalNotes") or p.get("description") or responses.get("notes")),
         cancellation_reason=_str(p.get("cancellationReason") or p.get("rejectionReason")),

@@ -185,3 +185,18 @@ def test_meeting_ended_builds_a_strictly_valid_s14_complete(tmp_path):
     assert msg.sch.sch_25.to_er7().split("^")[0] == "Complete"
     assert msg.sch.sch_1.to_er7() == "7xQm2kVd9RbTn4FgHs1LpA@Cal.com^CALCOM"
     assert msg.tq1.tq1_7.to_er7() == "20261014100000-0500"
+
+
+def test_booking_title_is_never_a_code_or_label(tmp_path):
+    """Issue 17 finding 3: the title names doctor and patient; AIS-3 must not carry it."""
+    title = "Consult between Dr. Amina Okafor and Zelda Quartermaine"
+    for changes in ({"eventTitle": None, "title": title, "type": "walk-in"},
+                    {"eventTitle": "", "title": title, "type": None},
+                    {"eventTitle": None, "title": title}):
+        wire = build(event_from("02_booking_created.json", **changes), profile(tmp_path), "S12")
+        assert b"Quartermaine" not in wire and b"between" not in wire
+        strict(wire)
+    unconfigured = build(event_from("02_booking_created.json", eventTitle=None, title=title,
+                                    type="walk-in"), profile(tmp_path), "S12")
+    ais = next(s for s in unconfigured.split(b"\r") if s.startswith(b"AIS"))
+    assert ais.split(b"|")[3] == b"walk-in^walk-in^99CALCOM"
