@@ -161,6 +161,13 @@ class ConsoleSettings:
     secret_key: str = ""  # signs session cookies; empty = console disabled
     session_minutes: int = 30
     secure_cookies: bool = False  # true behind HTTPS
+    # login throttle per (user name, client address): this many tries at once, then each try
+    # waits twice as long as the one before (from the base delay up to the max)
+    login_free_attempts: int = 5
+    login_base_delay_seconds: float = 1.0
+    login_max_delay_seconds: float = 900.0
+    trusted_proxy_hops: int = 0  # >0: the client address is from X-Forwarded-For (that many hops)
+    max_request_bytes: int = 1024 * 1024  # console request bodies larger than this get 413
 
 
 @dataclass(frozen=True)
@@ -179,8 +186,9 @@ class RetentionSettings:
 
     event_body_days: float = 30.0  # bodies of events that reached a final state
     closed_dead_letter_days: float = 90.0  # resolved or discarded dead letters
-    audit_entries: int = 100_000
+    audit_entries: int = 100_000  # the bridge's own (system) entries, newest kept
     run_interval_seconds: float = 3600.0
+    audit_days: float = 2190.0  # people's actions and failed-login streaks: kept by age (6 years)
 
 
 @dataclass(frozen=True)
@@ -456,11 +464,19 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
         if not pw.startswith(("scrypt:", "pbkdf2:")):
             raise ConfigError(f"{s.name}.password_hash: not a password hash "
                               "(make one with `calehr hash-password`)")
+        if not _strong_hash(pw):
+            raise ConfigError(f"{s.name}.password_hash: weaker than the current default (scrypt "
+                              "N>=32768 r>=8, or pbkdf2 sha256/sha512 with >=1000000 "
+                              "iterations); make a new one with `calehr hash-password`")
         users.append(UserSettings(username=s.get("username", str, required=True),
                                   password_hash=pw, role=role))
         s.done()
     if users and not console.secret_key:
         raise ConfigError("console.secret_key: required when [[users]] are configured")
+    if console.secret_key and len(console.secret_key) < MIN_SECRET_KEY_CHARS:
+        raise ConfigError(f"console.secret_key: at least {MIN_SECRET_KEY_CHARS} characters "
+                          "(make one with `python3 -c 'import secrets; "
+                          "print(secrets.token_urlsafe(32))'`)")
 
     key_prefix = top.get("key_prefix", str, "calehr")
     var_dir = top.get("var_dir", str, "var")
@@ -539,6 +555,25 @@ def _parse_target(s: _Section) -> TargetSettings:
     if t.auth not in ("none", "bearer", "oauth2"):
         raise ConfigError(f"{s.name}.auth: must be none, bearer or oauth2")
     return t
+
+
+MIN_SECRET_KEY_CHARS = 32
+
+
+def _strong_hash(pw: str) -> bool:
+    """At least as strong as werkzeug's current defaults (scrypt 32768/8/1, pbkdf2 1e6)."""
+    method = pw.split("$", 1)[0].split(":")
+    try:
+        if method[0] == "scrypt":
+            n, r, p = (int(x) for x in (method[1:] + ["32768", "8", "1"])[:3])
+            return n >= 32768 and r >= 8 and p >= 1
+        if method[0] == "pbkdf2":
+            digest = method[1] if len(method) > 1 else "sha256"
+            iterations = int(method[2]) if len(method) > 2 else 1_000_000
+            return digest in ("sha256", "sha512") and iterations >= 1_000_000
+    except ValueError:
+        return False
+    return False
 
 
 def _file_mode(s: _Section) -> int:

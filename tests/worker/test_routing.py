@@ -74,7 +74,7 @@ def test_route_by_event_type_and_unrouted_is_recorded(stack, outbox, rclient, tm
     follow_id = post_signed(base, follow).json()["event_id"]
     wait_for(lambda: rclient.hget(f"calehr:event:{consult}", "state") == b"unrouted", 30,
              message="the consult to be recorded as unrouted")
-    audit = [json.loads(e) for e in rclient.lrange("calehr:audit", 0, -1)]
+    audit = [json.loads(e) for e in rclient.lrange("calehr:audit:system", 0, -1)]
     assert any(e["action"] == "event.unrouted" and e["record"] == consult for e in audit)
     assert json.loads(follow)["payload"]["type"] == "follow-up-visit"
     files = wait_for(lambda: list(outbox.glob("*.hl7")), 30, message="the follow-up in the outbox")
