@@ -206,6 +206,21 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class MllpListenerSettings:
+    """`calehr mllp`: what a peer on the hospital network may do to the inbound listener."""
+
+    max_connections: int = 256
+    max_connections_per_peer: int = 32  # one address cannot take every slot
+    idle_timeout_seconds: float = 300.0  # no complete frame for this long: closed
+    frame_deadline_seconds: float = 30.0  # a frame must end this long after its first byte
+    max_frame_bytes: int = 1024 * 1024
+    allowed_peers: tuple[str, ...] = ()  # IP addresses or networks; empty = any address
+    tls_cert_file: str = ""  # set with tls_key_file: the listener speaks TLS only
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""  # set: every peer must show a certificate from this CA
+
+
+@dataclass(frozen=True)
 class Settings:
     calcom: CalcomSettings
     security: SecuritySettings
@@ -223,6 +238,7 @@ class Settings:
     spool: SpoolSettings = field(default_factory=SpoolSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     inbound: InboundSettings = field(default_factory=InboundSettings)
+    mllp: MllpListenerSettings = field(default_factory=MllpListenerSettings)
     users: tuple[UserSettings, ...] = ()
     key_prefix: str = "calehr"
     var_dir: str = "var"
@@ -335,7 +351,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
     top = _Section(raw, "")
     top.used.update({"calcom", "security", "providers", "event_types", "locations", "targets",
                      "routes", "patient", "delivery", "worker", "web", "console", "users", "spool",
-                     "retention", "inbound"})
+                     "retention", "inbound", "mllp"})
 
     cal = _Section(raw.get("calcom", {}), "calcom")
     secrets = cal.strings("webhook_secrets")
@@ -455,6 +471,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
                               spool.drain_interval_seconds)
     retention = _dataclass_section(raw, "retention", RetentionSettings)
     inbound = _dataclass_section(raw, "inbound", InboundSettings)
+    mllp = _parse_mllp(_Section(raw.get("mllp", {}), "mllp"))
     users = []
     for s in _table_list(raw, "users"):
         role = s.get("role", str, required=True)
@@ -488,7 +505,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
         providers=tuple(providers), event_types=tuple(event_types), locations=tuple(locations),
         targets=tuple(targets), routes=tuple(routes), patient=patient, delivery=delivery,
         worker=worker, web=web, console=console, spool=spool, retention=retention,
-        inbound=inbound, users=tuple(users), key_prefix=key_prefix,
+        inbound=inbound, mllp=mllp, users=tuple(users), key_prefix=key_prefix,
         var_dir=var_dir, source=source,
     )
 
@@ -555,6 +572,40 @@ def _parse_target(s: _Section) -> TargetSettings:
     if t.auth not in ("none", "bearer", "oauth2"):
         raise ConfigError(f"{s.name}.auth: must be none, bearer or oauth2")
     return t
+
+
+def _parse_mllp(s: _Section) -> MllpListenerSettings:
+    import ipaddress
+
+    d = MllpListenerSettings
+    m = MllpListenerSettings(
+        max_connections=s.get("max_connections", int, d.max_connections),
+        max_connections_per_peer=s.get("max_connections_per_peer", int,
+                                       d.max_connections_per_peer),
+        idle_timeout_seconds=s.get("idle_timeout_seconds", float, d.idle_timeout_seconds),
+        frame_deadline_seconds=s.get("frame_deadline_seconds", float, d.frame_deadline_seconds),
+        max_frame_bytes=s.get("max_frame_bytes", int, d.max_frame_bytes),
+        allowed_peers=s.strings("allowed_peers"),
+        tls_cert_file=s.get("tls_cert_file", str, ""),
+        tls_key_file=s.get("tls_key_file", str, ""),
+        tls_client_ca_file=s.get("tls_client_ca_file", str, ""),
+    )
+    s.done()
+    for key in ("max_connections", "max_connections_per_peer", "idle_timeout_seconds",
+                "frame_deadline_seconds", "max_frame_bytes"):
+        if getattr(m, key) <= 0:
+            raise ConfigError(f"mllp.{key}: must be positive")
+    for i, peer in enumerate(m.allowed_peers):
+        try:
+            ipaddress.ip_network(peer, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"mllp.allowed_peers[{i}]: not an IP address or network "
+                              f"({peer!r})") from exc
+    if bool(m.tls_cert_file) != bool(m.tls_key_file):
+        raise ConfigError("mllp.tls_cert_file, mllp.tls_key_file: set both or neither")
+    if m.tls_client_ca_file and not m.tls_cert_file:
+        raise ConfigError("mllp.tls_client_ca_file: needs tls_cert_file and tls_key_file")
+    return m
 
 
 MIN_SECRET_KEY_CHARS = 32
