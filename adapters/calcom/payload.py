@@ -40,6 +40,9 @@ def parse_body(raw: bytes) -> WebhookBody:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"body is not valid JSON: {exc.__class__.__name__} at "
                            f"position {getattr(exc, 'pos', 0)}", 400) from None
+    except (ValueError, RecursionError) as exc:  # a number too long, nesting too deep
+        raise PayloadError(f"body is not acceptable JSON: {exc.__class__.__name__}", 400) \
+            from None
     if not isinstance(data, dict):
         raise PayloadError("body must be a JSON object", 400)
     trigger = data.get("triggerEvent")
@@ -96,6 +99,8 @@ def _parse_time(value: Any, name: str) -> datetime:
         raise PayloadError(f"field {name} is not an ISO 8601 time", 422) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)  # Cal.com sends UTC
+    if not 1900 <= parsed.year <= 2999:  # also keeps zone arithmetic from overflowing
+        raise PayloadError(f"field {name} is outside the years 1900-2999", 422)
     return parsed.astimezone(UTC)
 
 

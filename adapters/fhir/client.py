@@ -141,9 +141,11 @@ class FhirClient:
             data = {"grant_type": "client_credentials", "client_id": self.target.client_id,
                     "client_secret": self.target.client_secret}
             try:
+                # never follow a redirect: a 307 would re-post client_secret to another host
                 resp = self.session.post(self.target.token_url, data=data, timeout=self.timeout,
                                          verify=self.verify, cert=self.cert,
-                                         headers={"Accept": "application/json"})
+                                         headers={"Accept": "application/json"},
+                                         allow_redirects=False)
             except requests.RequestException as exc:
                 raise _Failed(_network_failure(f"{step}: token", exc)) from None
             body = _json(resp) if resp.ok else None

@@ -15,7 +15,7 @@ import pytest
 from adapters.hl7v2.framing import CR, END, START
 from tests.adapters.fhir.test_tls import pki  # noqa: F401 - throwaway CA, server and client certs
 from tests.adapters.hl7v2.inbound_samples import siu
-from tests.adapters.hl7v2.listener import msa, read_frame, start_listener
+from tests.adapters.hl7v2.listener import err, msa, read_frame, start_listener
 from tests.support import config_text
 
 
@@ -178,3 +178,17 @@ def test_compose_publishes_6661_on_a_configurable_address():
     spec = yaml.safe_load((ROOT / "compose.yaml").read_text())
     assert spec["services"]["mllp"]["ports"] == ["${CALEHR_MLLP_BIND:-127.0.0.1}:6661:6661"]
 
+
+
+def test_times_that_never_parse_are_ae_not_send_again(stack, outbox):
+    """Issue 17 finding 6: AR 207 made the EHR re-send these for ever."""
+    port = listener(stack, outbox, "")
+    cases = [("00010101000000+0100", "20300114093000"), ("20300114090000", "99991231230000-1200")]
+    with connect(port) as sock:
+        for n, (start, end) in enumerate(cases):
+            sock.sendall(START + siu("S12", f"TIME-{n}", appt_id=f"T-{n}", start=start, end=end)
+                         + END + CR)
+            ack = read_frame(sock)
+            assert msa(ack)[1] == "AE", ack
+            assert err(ack).split("|")[3].startswith("102^"), ack  # data type error
+        assert msa(send_siu(sock, "TIME-OK"))[1] == "AA"
