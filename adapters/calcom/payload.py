@@ -145,8 +145,10 @@ def normalise(
         )
 
     uid = str(p["uid"])
-    previous_uid = p.get("rescheduleUid") or p.get("fromReschedule") or None
-    ical_uid = p.get("iCalUID")
+    # ids of another type (a fuzzed or hostile body) are ignored, never str()-ed into keys
+    previous_uid = next((v for v in (p.get("rescheduleUid"), p.get("fromReschedule"))
+                         if isinstance(v, str) and v), None)
+    ical_uid = p.get("iCalUID") if isinstance(p.get("iCalUID"), str) else None
     if ical_uid:
         key = str(ical_uid)
     elif previous_uid:
@@ -162,11 +164,13 @@ def normalise(
         username=_str(organizer_raw.get("username")),
         timezone=_str(organizer_raw.get("timeZone")),
     )
-    attendees = [a for a in p.get("attendees") or [] if isinstance(a, dict)]
+    attendees_raw = p.get("attendees") if isinstance(p.get("attendees"), list) else []
+    attendees = [a for a in attendees_raw if isinstance(a, dict)]
     first = attendees[0] if attendees else {}
     responses_raw = p.get("responses") if isinstance(p.get("responses"), dict) else {}
     responses = {k: _value(v) for k, v in responses_raw.items()}
-    for k, v in (p.get("userFieldsResponses") or {}).items():
+    extra = p.get("userFieldsResponses")
+    for k, v in (extra if isinstance(extra, dict) else {}).items():
         responses.setdefault(k, _value(v))
     name = _str(first.get("name") or responses.get("name"))
     first_name = _str(first.get("firstName"))
