@@ -7,6 +7,7 @@ Both shapes are handled: the wrapped `{triggerEvent, createdAt, payload}` and th
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,9 @@ class WebhookBody:
         return self.trigger in TRIGGER_KINDS
 
 
+_TRIGGER_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
 def parse_body(raw: bytes) -> WebhookBody:
     """Parse and check a raw body. Raises PayloadError with 400 or 422 and a clear reason."""
     try:
@@ -48,6 +52,9 @@ def parse_body(raw: bytes) -> WebhookBody:
     trigger = data.get("triggerEvent")
     if not isinstance(trigger, str) or not trigger:
         raise PayloadError("missing field: triggerEvent", 422)
+    if not _TRIGGER_NAME.fullmatch(trigger):  # it is stored and logged as text
+        raise PayloadError("field triggerEvent is not a trigger name ([A-Z0-9_], at most 64)",
+                           422)
     flat = "payload" not in data
     payload = data if flat else data.get("payload")
     if not isinstance(payload, dict):

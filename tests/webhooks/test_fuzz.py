@@ -23,7 +23,7 @@ FINAL = {b"done", b"skipped", b"unrouted", b"ignored", b"dead"}
 TOKEN = "fhir-fuzz-token"
 TRIGGERS = ["BOOKING_CREATED", "BOOKING_RESCHEDULED", "BOOKING_CANCELLED", "BOOKING_REQUESTED",
             "BOOKING_REJECTED", "BOOKING_NO_SHOW_UPDATED", "MEETING_ENDED", "PING",
-            "RECORDING_READY", "X\x00", ""]
+            "RECORDING_READY", "X\x00", "", "\ud800"]
 HOSTILE = st.sampled_from(["\x0bMSH#^~\\&#INJECTED", "\x1c\r", "\ud800", "\x00", "|^~\\&",
                            "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00",
                            "2026-13-45T25:61:00Z", "1e999", "A" * 5000])

@@ -27,3 +27,14 @@ def test_wrong_typed_fields_normalise_without_raising(changes):
     assert event.previous_uid is None or isinstance(event.previous_uid, str)
     if "iCalUID" in changes:
         assert "{" not in event.appointment_key
+
+
+@pytest.mark.parametrize("trigger", ["\ud800", "BOOKING_CREATED\n", "X" * 65, "a b"])
+def test_a_trigger_that_is_not_a_name_is_422(trigger):
+    """Fuzz finding: triggerEvent "\\ud800" was stored as text and answered 500."""
+    from core.errors import PayloadError
+
+    body = json.dumps({"triggerEvent": trigger, "payload": {}}).encode()
+    with pytest.raises(PayloadError, match="triggerEvent") as exc:
+        parse_body(body)
+    assert exc.value.status == 422
