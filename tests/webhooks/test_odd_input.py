@@ -137,5 +137,5 @@ def test_console_refuses_a_large_upload_without_reading_it(base):
                 break
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10  # the other 19.9 MiB never come
 

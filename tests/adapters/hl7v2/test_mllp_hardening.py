@@ -71,7 +71,7 @@ def test_a_trickled_frame_is_cut_at_its_deadline_whatever_the_idle_timer(stack, 
                 break
         elapsed = time.monotonic() - started
     assert b"frame not finished within 1.5 s" in answer
-    assert 1.4 <= elapsed < 5, elapsed
+    assert 1.4 <= elapsed < 10, elapsed  # 60 s idle timer never restarted it
     with connect(port) as sock:  # and the listener serves on
         assert msa(send_siu(sock, "AFTER-1"))[1] == "AA"
 
@@ -96,7 +96,7 @@ def test_idle_timer_counts_from_the_last_complete_frame(stack, outbox):
                 closed = True
             if closed:
                 break
-        assert closed and time.monotonic() - started < 5
+        assert closed and time.monotonic() - started < 10  # not the 30 s frame deadline
 
 
 def test_addresses_outside_the_allowlist_get_no_answer(stack, outbox):
