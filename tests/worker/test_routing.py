@@ -51,7 +51,8 @@ def test_fhir_target_down_does_not_hold_back_the_mllp_target(stack, outbox, tmp_
                        message="the MLLP EHR to get all three while FHIR is down")
         assert [m["event"] for m in got] == ["S12", "S13", "S15"]
         assert fhir.all("Appointment") == []
-        assert len(fhir.fhir_requests()) >= 1  # it was tried, and failed
+        wait_for(lambda: len(fhir.fhir_requests()) >= 1, 30, 0.1,  # it was tried, and failed
+                 "the FHIR target to be tried")  # (its worker may still be on its way)
 
         fhir.faults.clear()  # the FHIR EHR is back
         appts = wait_for(lambda: (a := fhir.all("Appointment")) and a[0]["status"] == "cancelled"
