@@ -120,6 +120,7 @@ class TargetSettings:
     application_ack_type: str = "AL"  # MSH-16 in enhanced mode
     # the EHR sends SIU for appointments the bridge created (their echo may come late)
     ehr_echoes: bool = True
+    file_mode: int = 0o640  # file: permissions of each SIU file (TOML string "0640")
 
     @property
     def zone(self) -> ZoneInfo:
@@ -169,6 +170,13 @@ class ConsoleSettings:
     secret_key: str = ""  # signs session cookies; empty = console disabled
     session_minutes: int = 30
     secure_cookies: bool = False  # true behind HTTPS
+    # login throttle per (user name, client address): this many tries at once, then each try
+    # waits twice as long as the one before (from the base delay up to the max)
+    login_free_attempts: int = 5
+    login_base_delay_seconds: float = 1.0
+    login_max_delay_seconds: float = 900.0
+    trusted_proxy_hops: int = 0  # >0: the client address is from X-Forwarded-For (that many hops)
+    max_request_bytes: int = 1024 * 1024  # console request bodies larger than this get 413
 
 
 @dataclass(frozen=True)
@@ -203,8 +211,9 @@ class RetentionSettings:
 
     event_body_days: float = 30.0  # bodies of events that reached a final state
     closed_dead_letter_days: float = 90.0  # resolved or discarded dead letters
-    audit_entries: int = 100_000
+    audit_entries: int = 100_000  # the bridge's own (system) entries, newest kept
     run_interval_seconds: float = 3600.0
+    audit_days: float = 2190.0  # people's actions and failed-login streaks: kept by age (6 years)
 
 
 @dataclass(frozen=True)
@@ -219,6 +228,21 @@ class WebSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = ""
+
+
+@dataclass(frozen=True)
+class MllpListenerSettings:
+    """`calehr mllp`: what a peer on the hospital network may do to the inbound listener."""
+
+    max_connections: int = 256
+    max_connections_per_peer: int = 32  # one address cannot take every slot
+    idle_timeout_seconds: float = 300.0  # no complete frame for this long: closed
+    frame_deadline_seconds: float = 30.0  # a frame must end this long after its first byte
+    max_frame_bytes: int = 1024 * 1024
+    allowed_peers: tuple[str, ...] = ()  # IP addresses or networks; empty = any address
+    tls_cert_file: str = ""  # set with tls_key_file: the listener speaks TLS only
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""  # set: every peer must show a certificate from this CA
 
 
 @dataclass(frozen=True)
@@ -239,6 +263,7 @@ class Settings:
     spool: SpoolSettings = field(default_factory=SpoolSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     inbound: InboundSettings = field(default_factory=InboundSettings)
+    mllp: MllpListenerSettings = field(default_factory=MllpListenerSettings)
     users: tuple[UserSettings, ...] = ()
     oidc: OidcSettings = field(default_factory=OidcSettings)
     key_prefix: str = "calehr"
@@ -352,7 +377,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
     top = _Section(raw, "")
     top.used.update({"calcom", "security", "providers", "event_types", "locations", "targets",
                      "routes", "patient", "delivery", "worker", "web", "console", "users", "spool",
-                     "retention", "inbound", "oidc"})
+                     "retention", "inbound", "oidc", "mllp"})
 
     cal = _Section(raw.get("calcom", {}), "calcom")
     secrets = cal.strings("webhook_secrets")
@@ -473,6 +498,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
                               spool.drain_interval_seconds)
     retention = _dataclass_section(raw, "retention", RetentionSettings)
     inbound = _dataclass_section(raw, "inbound", InboundSettings)
+    mllp = _parse_mllp(_Section(raw.get("mllp", {}), "mllp"))
     users = []
     for s in _table_list(raw, "users"):
         role = s.get("role", str, required=True)
@@ -482,11 +508,19 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
         if not pw.startswith(("scrypt:", "pbkdf2:")):
             raise ConfigError(f"{s.name}.password_hash: not a password hash "
                               "(make one with `calehr hash-password`)")
+        if not _strong_hash(pw):
+            raise ConfigError(f"{s.name}.password_hash: weaker than the current default (scrypt "
+                              "N>=32768 r>=8, or pbkdf2 sha256/sha512 with >=1000000 "
+                              "iterations); make a new one with `calehr hash-password`")
         users.append(UserSettings(username=s.get("username", str, required=True),
                                   password_hash=pw, role=role))
         s.done()
     if users and not console.secret_key:
         raise ConfigError("console.secret_key: required when [[users]] are configured")
+    if console.secret_key and len(console.secret_key) < MIN_SECRET_KEY_CHARS:
+        raise ConfigError(f"console.secret_key: at least {MIN_SECRET_KEY_CHARS} characters "
+                          "(make one with `python3 -c 'import secrets; "
+                          "print(secrets.token_urlsafe(32))'`)")
 
     oidc = _parse_oidc(raw.get("oidc", {}), console)
 
@@ -500,7 +534,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
         providers=tuple(providers), event_types=tuple(event_types), locations=tuple(locations),
         targets=tuple(targets), routes=tuple(routes), patient=patient, delivery=delivery,
         worker=worker, web=web, console=console, spool=spool, retention=retention,
-        inbound=inbound, users=tuple(users), oidc=oidc, key_prefix=key_prefix,
+        inbound=inbound, mllp=mllp, users=tuple(users), oidc=oidc, key_prefix=key_prefix,
         var_dir=var_dir, source=source,
     )
 
@@ -590,6 +624,7 @@ def _parse_target(s: _Section) -> TargetSettings:
         accept_ack_type=s.get("accept_ack_type", str, d.accept_ack_type),
         application_ack_type=s.get("application_ack_type", str, d.application_ack_type),
         ehr_echoes=s.get("ehr_echoes", bool, d.ehr_echoes),
+        file_mode=_file_mode(s),
     )
     s.done()
     _check_ack_mode(t, s.name)
@@ -620,6 +655,69 @@ def _check_ack_mode(t: TargetSettings, name: str) -> None:
         raise ConfigError(f"{name}.application_ack_type: with accept_ack_type "
                           f"{t.accept_ack_type} the EHR would never confirm a message; "
                           "one of the two must be AL or SU")
+def _parse_mllp(s: _Section) -> MllpListenerSettings:
+    import ipaddress
+
+    d = MllpListenerSettings
+    m = MllpListenerSettings(
+        max_connections=s.get("max_connections", int, d.max_connections),
+        max_connections_per_peer=s.get("max_connections_per_peer", int,
+                                       d.max_connections_per_peer),
+        idle_timeout_seconds=s.get("idle_timeout_seconds", float, d.idle_timeout_seconds),
+        frame_deadline_seconds=s.get("frame_deadline_seconds", float, d.frame_deadline_seconds),
+        max_frame_bytes=s.get("max_frame_bytes", int, d.max_frame_bytes),
+        allowed_peers=s.strings("allowed_peers"),
+        tls_cert_file=s.get("tls_cert_file", str, ""),
+        tls_key_file=s.get("tls_key_file", str, ""),
+        tls_client_ca_file=s.get("tls_client_ca_file", str, ""),
+    )
+    s.done()
+    for key in ("max_connections", "max_connections_per_peer", "idle_timeout_seconds",
+                "frame_deadline_seconds", "max_frame_bytes"):
+        if getattr(m, key) <= 0:
+            raise ConfigError(f"mllp.{key}: must be positive")
+    for i, peer in enumerate(m.allowed_peers):
+        try:
+            ipaddress.ip_network(peer, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"mllp.allowed_peers[{i}]: not an IP address or network "
+                              f"({peer!r})") from exc
+    if bool(m.tls_cert_file) != bool(m.tls_key_file):
+        raise ConfigError("mllp.tls_cert_file, mllp.tls_key_file: set both or neither")
+    if m.tls_client_ca_file and not m.tls_cert_file:
+        raise ConfigError("mllp.tls_client_ca_file: needs tls_cert_file and tls_key_file")
+    return m
+
+
+MIN_SECRET_KEY_CHARS = 32
+
+
+def _strong_hash(pw: str) -> bool:
+    """At least as strong as werkzeug's current defaults (scrypt 32768/8/1, pbkdf2 1e6)."""
+    method = pw.split("$", 1)[0].split(":")
+    try:
+        if method[0] == "scrypt":
+            n, r, p = (int(x) for x in (method[1:] + ["32768", "8", "1"])[:3])
+            return n >= 32768 and r >= 8 and p >= 1
+        if method[0] == "pbkdf2":
+            digest = method[1] if len(method) > 1 else "sha256"
+            iterations = int(method[2]) if len(method) > 2 else 1_000_000
+            return digest in ("sha256", "sha512") and iterations >= 1_000_000
+    except ValueError:
+        return False
+    return False
+
+
+def _file_mode(s: _Section) -> int:
+    text = s.get("file_mode", str, "0640")
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777 or mode & 0o002:
+        raise ConfigError(f"{s.name}.file_mode: an octal mode like \"0640\" that is not "
+                          f"world-writable (got {text!r})")
+    return mode
 
 
 def _dataclass_section(raw: dict[str, Any], name: str, cls: type) -> Any:

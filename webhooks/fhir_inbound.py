@@ -67,7 +67,18 @@ def _instant(value: Any, name: str) -> datetime:
         raise FhirInboundError(422, "value", f"{name} is not a FHIR instant") from None
     if parsed.tzinfo is None:
         raise FhirInboundError(422, "value", f"{name} has no time zone offset (instant)")
+    if not 1900 <= parsed.year <= 2999:  # also keeps UTC arithmetic from overflowing
+        raise FhirInboundError(422, "value", f"{name} is outside the years 1900-2999")
     return parsed.astimezone(UTC)
+
+
+def _array(resource: dict[str, Any], name: str, where: str) -> list[Any]:
+    value = resource.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise FhirInboundError(422, "structure", f"{where}.{name} must be an array")
+    return value
 
 
 def _ref_ids(ref: Any) -> list[str]:
@@ -84,7 +95,7 @@ def _ref_ids(ref: Any) -> list[str]:
 
 
 def _external_key(resource: dict[str, Any], url_id: str | None) -> tuple[str, str]:
-    for ident in resource.get("identifier") or []:
+    for ident in _array(resource, "identifier", resource["resourceType"]):
         if isinstance(ident, dict) and isinstance(ident.get("value"), str) and ident["value"]:
             return (str(ident.get("system") or "fhir"), ident["value"])
     rid = url_id or resource.get("id")
@@ -96,12 +107,12 @@ def _external_key(resource: dict[str, Any], url_id: str | None) -> tuple[str, st
 
 def _actors(resource: dict[str, Any]) -> list[Any]:
     if resource["resourceType"] == "Appointment":
-        return [p.get("actor") for p in resource.get("participant") or [] if isinstance(p, dict)
-                and p.get("status") != "declined"]
+        return [p.get("actor") for p in _array(resource, "participant", "Appointment")
+                if isinstance(p, dict) and p.get("status") != "declined"]
     actors = [resource.get("schedule")]
-    for contained in resource.get("contained") or []:
+    for contained in _array(resource, "contained", "Slot"):
         if isinstance(contained, dict) and contained.get("resourceType") == "Schedule":
-            actors += contained.get("actor") or []
+            actors += _array(contained, "actor", "Slot.contained")
     return actors
 
 
@@ -148,7 +159,7 @@ def _read(kind: str) -> tuple[bytes, dict[str, Any]]:
         raise FhirInboundError(413, "too-costly", f"body is larger than {MAX_BODY} bytes")
     try:
         resource = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # also nested too deep, or a number too long
         raise FhirInboundError(400, "structure", "body is not valid JSON") from None
     if not isinstance(resource, dict) or resource.get("resourceType") != kind:
         raise FhirInboundError(400, "structure", f"body is not a FHIR {kind} resource")

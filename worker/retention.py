@@ -40,7 +40,7 @@ def purge(rt: Runtime, now: float | None = None) -> dict[str, int]:
         bodies += 1
     letters = _purge_dead_letters(rt, now - cfg.closed_dead_letter_days * 86400)
     rt.conflicts.purge_ended(rt.settings.providers, now)
-    rt.redis.ltrim(rt.audit.key, 0, cfg.audit_entries - 1)
+    rt.audit.trim(cfg.audit_days * 86400, cfg.audit_entries, now)
     if bodies or letters:
         rt.audit.record("system", "retention.purge", "retention", event_bodies=bodies,
                         dead_letters=letters)

@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -93,7 +94,7 @@ class FhirClient:
             return f"Patient/{ids[0]}"
         # none or several: let the server decide atomically (several -> 412, dead letter)
         resp = self._call("POST", "Patient", "patient_create", phi, json=build_patient(event, profile),
-                          headers={"If-None-Exist": f"identifier={token}"})
+                          headers={"If-None-Exist": "identifier=" + quote(token, safe=":/|")})
         patient_id = _resource_id(resp, "Patient")
         if not patient_id:
             raise _Failed(DeliveryResult(ok=False, status_code=resp.status_code,
@@ -140,9 +141,11 @@ class FhirClient:
             data = {"grant_type": "client_credentials", "client_id": self.target.client_id,
                     "client_secret": self.target.client_secret}
             try:
+                # never follow a redirect: a 307 would re-post client_secret to another host
                 resp = self.session.post(self.target.token_url, data=data, timeout=self.timeout,
                                          verify=self.verify, cert=self.cert,
-                                         headers={"Accept": "application/json"})
+                                         headers={"Accept": "application/json"},
+                                         allow_redirects=False)
             except requests.RequestException as exc:
                 raise _Failed(_network_failure(f"{step}: token", exc)) from None
             body = _json(resp) if resp.ok else None

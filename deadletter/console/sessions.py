@@ -1,4 +1,4 @@
-"""Server-side console sessions in Redis, and a throttle on failed logins.
+"""Server-side console sessions in Redis (the login throttle is in throttle.py).
 
 The browser holds only a random session id (inside Flask's signed cookie); Redis holds
 the user name and the CSRF token under a hash of that id, with an idle timeout. Logout
@@ -55,28 +55,3 @@ class SessionStore:
 
     def delete(self, session_id: str) -> None:
         self.r.delete(self.key(session_id))
-
-
-class LoginThrottle:
-    """At most `max_failures` wrong passwords per user name per window."""
-
-    def __init__(self, client: redis.Redis, prefix: str, max_failures: int = 10,
-                 window_seconds: int = 900) -> None:
-        self.r = client
-        self.p = f"{prefix}:console:login-failures"
-        self.max_failures = max_failures
-        self.window_seconds = window_seconds
-
-    def _key(self, username: str) -> str:
-        return f"{self.p}:{hashlib.sha256(username.lower().encode()).hexdigest()[:32]}"
-
-    def blocked(self, username: str) -> bool:
-        return int(self.r.get(self._key(username)) or 0) >= self.max_failures
-
-    def failed(self, username: str) -> None:
-        key = self._key(username)
-        if int(self.r.incr(key)) == 1:
-            self.r.expire(key, self.window_seconds)
-
-    def succeeded(self, username: str) -> None:
-        self.r.delete(self._key(username))
