@@ -86,10 +86,12 @@ class EhrEchoLedger:
         return (before.decode() if before else "") != value
 
     def prune_fillers(self, target: str, older_than_seconds: float = TTL_SECONDS,
-                      limit: int = 1000) -> int:
-        """Forget filler ids not seen for `older_than_seconds`. Returns how many went."""
+                      now: float | None = None, limit: int = 1000) -> int:
+        """Forget filler ids not seen for `older_than_seconds` (by then the appointment's own
+        record has expired too). Returns how many went."""
         seen = self._filler_seen(target)
-        old = self.r.zrangebyscore(seen, "-inf", clock.now() - older_than_seconds,
+        now = clock.now() if now is None else now
+        old = self.r.zrangebyscore(seen, "-inf", now - older_than_seconds,
                                    start=0, num=limit)
         if old:
             pipe = self.r.pipeline(transaction=True)
