@@ -9,6 +9,10 @@ or its filler id is one the bridge recorded — is never a busy block and never 
   (API v2) so Cal.com tells the patient; without one it becomes an `ehr_change` dead letter: an
   "action needed" item that says what the EHR did and what to do in Cal.com. The EHR's state is
   kept (core/ehr_echo.py), so the webhook Cal.com sends back is not sent to that EHR again.
+- An S13/S15/S26 naming a state we sent minutes before a newer one may be a late echo or the
+  clinic changing it back: an action item, never dropped. An S14 with other times: an action item.
+- An appointment's changes reach Cal.com one at a time, in order, each aimed at the newest
+  booking uid (a reschedule's new uid is recorded from Cal.com's answer).
 """
 
 from __future__ import annotations
