@@ -31,6 +31,7 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from core import clock
 from core.blocks import BLOCK, NONE, RELEASE, BlockChange
 from core.inbound_store import InboundStore
 from webhooks.context import bridge
@@ -214,7 +215,7 @@ def _handle(kind: str, url_id: str | None) -> tuple[Response, int]:
         if own is None:
             applied = service.apply(change)
         inbound.store.finish(message_id, own or applied.outcome)
-        version = inbound.store.r.hincrby(_versions_key(), f"{kind}/{rid}", 1)
+        version = _next_version(inbound.store, kind, rid)
     except FhirInboundError as exc:
         log.warning("FHIR %s rejected: %s", kind, exc.text, extra={"outcome": str(exc.status)})
         return outcome(exc.status, "error", exc.code, exc.text)
@@ -240,7 +241,7 @@ def _answer(kind: str, rid: str, version: int, resource: dict[str, Any],
     `Prefer: return=` asks for), Location, ETag and Last-Modified."""
     created = request.method == "POST" or version == 1
     status = 201 if created else 200
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = clock.now_utc().replace(microsecond=0)
     stored = {**resource, "id": rid,
               "meta": {**(resource.get("meta") if isinstance(resource.get("meta"), dict)
                           else {}),
@@ -267,8 +268,14 @@ def _clean_id(value: Any) -> str:
     return ""
 
 
-def _versions_key() -> str:
-    return f"{bridge().settings.key_prefix}:fhir-inbound:versions"
+def _next_version(store: InboundStore, kind: str, rid: str) -> int:
+    """The resource's next versionId. Kept as long as inbound messages (retention), one key per
+    resource, so resources nobody updates any more go instead of growing one hash for ever."""
+    key = f"{store.p}:fhir-inbound:version:{kind}/{rid}"
+    pipe = store.r.pipeline(transaction=True)
+    pipe.incr(key)
+    pipe.expire(key, store.keep)
+    return int(pipe.execute()[0])
 
 
 # FHIR Appointment status -> what the EHR did, in SIU terms (for our own appointments)

@@ -98,7 +98,7 @@ def deliver_one(rt: Runtime, d: Delivery, known: dict[str, Loaded] | None = None
     echoes = EhrEchoLedger(rt.redis, rt.settings.key_prefix)
     ehr_state = fingerprint(d.message_event, event.start, event.end)
     if not d.force and d.message_event in ECHO_CHECKED and ehr_state \
-            and echoes.ehr_made(d.appointment_key, d.target, ehr_state):
+            and echoes.ehr_made(d.appointment_key, d.target, ehr_state, event.uid):
         return _skip(rt, d, "echo:the EHR made this change itself", ctx)
     override = rt.ledger.override(d.id) if d.has_override else None
     filler = echoes.filler(d.appointment_key, d.target) if target.kind != "fhir" else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
+from core.ehr_echo import EhrEchoLedger
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,9 @@ def purge(rt: Runtime, now: float | None = None) -> dict[str, int]:
         bodies += 1
     letters = _purge_dead_letters(rt, now - cfg.closed_dead_letter_days * 86400)
     rt.conflicts.purge_ended(rt.settings.providers, now)
+    echoes = EhrEchoLedger(rt.redis, rt.settings.key_prefix)
+    for target in rt.settings.targets:  # filler ids of appointments long gone
+        echoes.prune_fillers(target.name, now=now)
     rt.audit.trim(cfg.audit_days * 86400, cfg.audit_entries, now)
     if bodies or letters:
         rt.audit.record("system", "retention.purge", "retention", event_bodies=bodies,
