@@ -9,11 +9,11 @@ do not introduce is looked up in the running bridge's ledger when its Redis answ
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core import clock
 from core.config import Settings, TargetSettings
 from core.ehr_echo import Filler
 from core.errors import MappingError, PayloadError
@@ -194,7 +194,7 @@ def _map_one(settings: Settings, story: _Story, index: int, name: str, body,
         d = Delivery(id=delivery_id, event_id=event.event_id,
                      appointment_key=event.appointment_key, target=name,
                      message_event=message_event, order=index, state="preview",
-                     control_id=control_id_for(delivery_id), created_at=time.time())
+                     control_id=control_id_for(delivery_id), created_at=clock.now())
         try:
             wire = build_wire(settings, target, event, d, _filler(story, event, target))
         except MappingError as exc:

@@ -8,8 +8,8 @@ after their period. Open dead letters and events still in flight are never touch
 from __future__ import annotations
 
 import logging
-import time
 
+from core import clock
 from core.ehr_echo import EhrEchoLedger
 from worker.runtime import Runtime
 
@@ -20,7 +20,7 @@ SCAN_LIMIT = 50_000  # events looked at per run; the next run continues
 
 
 def purge(rt: Runtime, now: float | None = None) -> dict[str, int]:
-    now = now or time.time()
+    now = now or clock.now()
     cfg = rt.settings.retention
     body_cutoff = now - cfg.event_body_days * 86400
     bodies = looked = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +23,7 @@ from adapters.fhir.mapping import (
     patient_identifier,
     search_token,
 )
+from core import clock
 from core.config import TargetSettings
 from core.models import AppointmentEvent, DeliveryResult
 from core.redact import MASK, redact_text
@@ -245,7 +246,7 @@ def _retry_after(resp: requests.Response) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+    return max((when - clock.now_utc()).total_seconds(), 0.0)
 
 
 def _resource_id(resp: requests.Response, resource_type: str) -> str | None:

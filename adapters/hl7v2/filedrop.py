@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import re
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
+from core import clock
 from core.config import TargetSettings
 from core.models import DeliveryResult
 
@@ -31,7 +31,7 @@ class FileDropTransport:
             done = self.existing(control_id)
             if done is not None:  # an earlier attempt got as far as the rename
                 return DeliveryResult(ok=True, detail="file already written", remote_id=done.name)
-            stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
+            stamp = clock.now_utc().strftime("%Y%m%d%H%M%S%f")
             final = self.folder / f"{stamp}_{control_id}.hl7"
             tmp = self.folder / f".{control_id}.{os.getpid()}.{time.monotonic_ns()}.tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.target.file_mode)

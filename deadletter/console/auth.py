@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 from flask import abort, g, redirect, render_template, request, session, url_for
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from core import clock
 from deadletter.console import console_bp
 from deadletter.console.context import console
 from deadletter.console.sessions import SessionRecord
@@ -189,5 +189,5 @@ def logout() -> Any:
     session.clear()
     if user is not None:
         ctx.audit.record(user.actor, "console.logout", "console",
-                                 minutes=round((time.time() - user.login_at) / 60, 1))
+                                 minutes=round((clock.now() - user.login_at) / 60, 1))
     return redirect(url_for("console.login"))

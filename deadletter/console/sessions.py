@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 from dataclasses import dataclass
 
 import redis
+
+from core import clock
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class SessionStore:
         key = self.key(session_id)
         pipe = self.r.pipeline()
         pipe.hset(key, mapping={"username": username, "csrf": secrets.token_urlsafe(32),
-                                "created_at": repr(time.time()), "role": role})
+                                "created_at": repr(clock.now()), "role": role})
         pipe.expire(key, self.idle_seconds)
         pipe.execute()
         return session_id
