@@ -66,7 +66,7 @@ def build_with_hl7apy(event: AppointmentEvent, p: SiuProfile, *, message_event: 
     etype = find_event_type(p.event_types, event)
     ais = res.add_group("SIU_S12_SERVICE").add_segment("AIS")
     ais.ais_1, ais.ais_2 = "1", "A"
-    ais.ais_3 = f"{components(etype.code)}^{escape(etype.name or event.event_title)}^99CALEHR"
+    ais.ais_3 = f"{components(etype.code)}^{escape(etype.name or etype.code)}^99CALEHR"
     ais.ais_4, ais.ais_7, ais.ais_8, ais.ais_10 = start, minutes, "min", status
     loc = find_location(p.locations, event)
     ail = res.add_group("SIU_S12_LOCATION_RESOURCE").add_segment("AIL")

@@ -132,10 +132,13 @@ def cmd_mllp(args: argparse.Namespace) -> int:
     from adapters.hl7v2.mllp_server import main as mllp_main
     from calehr.wiring import inbound_mllp_app
 
-    return mllp_main(["--host", args.host, "--port", str(args.port), "--max-frame-bytes",
-                      str(args.max_frame_bytes), "--idle-timeout", str(args.idle_timeout),
-                      "--max-connections", str(args.max_connections)],
-                     make_app=inbound_mllp_app)
+    argv = ["--host", args.host, "--port", str(args.port)]
+    for flag, value in (("--max-frame-bytes", args.max_frame_bytes),
+                        ("--idle-timeout", args.idle_timeout),
+                        ("--max-connections", args.max_connections)):
+        if value is not None:  # unset: [mllp] in the config decides
+            argv += [flag, str(value)]
+    return mllp_main(argv, make_app=inbound_mllp_app)
 
 
 def cmd_deadletter(args: argparse.Namespace) -> int:
@@ -232,9 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     ml = sub.add_parser("mllp", help="the inbound MLLP listener: SIU from the EHR blocks time")
     ml.add_argument("--host", default="127.0.0.1")
     ml.add_argument("--port", type=int, default=6661, help="0 = any free port (printed)")
-    ml.add_argument("--max-frame-bytes", type=int, default=1024 * 1024)
-    ml.add_argument("--idle-timeout", type=float, default=300.0, help="seconds")
-    ml.add_argument("--max-connections", type=int, default=256)
+    ml.add_argument("--max-frame-bytes", type=int, help="default: [mllp] max_frame_bytes")
+    ml.add_argument("--idle-timeout", type=float, help="seconds; default: [mllp]")
+    ml.add_argument("--max-connections", type=int, help="default: [mllp] max_connections")
     ml.set_defaults(func=cmd_mllp)
 
     dl = sub.add_parser("deadletter", help="list|show|replay|discard dead letters",

@@ -9,12 +9,13 @@ do not introduce is looked up in the running bridge's ledger when its Redis answ
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.config import Settings
+from core import clock
+from core.config import Settings, TargetSettings
+from core.ehr_echo import Filler
 from core.errors import MappingError, PayloadError
 from core.models import AppointmentEvent, EventKind
 
@@ -116,6 +117,23 @@ def _bridge(settings: Settings) -> Runtime | None:
     return rt
 
 
+def _filler(story: _Story, event: AppointmentEvent, target: TargetSettings) -> Filler | None:
+    """The EHR's filler id the running bridge learned for this appointment (SCH-2, as the
+    worker sends it), or None."""
+    if story.bridge is None or target.kind == "fhir":
+        return None
+    import redis
+
+    from core.ehr_echo import EhrEchoLedger
+
+    rt = story.bridge
+    try:
+        return EhrEchoLedger(rt.redis, rt.settings.key_prefix).filler(event.appointment_key,
+                                                                      target.name)
+    except redis.RedisError:  # gone since it answered: map without it
+        return None
+
+
 def _map_one(settings: Settings, story: _Story, index: int, name: str, body,
              target_name: str | None) -> int:
     from adapters.calcom.payload import normalise
@@ -176,9 +194,9 @@ def _map_one(settings: Settings, story: _Story, index: int, name: str, body,
         d = Delivery(id=delivery_id, event_id=event.event_id,
                      appointment_key=event.appointment_key, target=name,
                      message_event=message_event, order=index, state="preview",
-                     control_id=control_id_for(delivery_id), created_at=time.time())
+                     control_id=control_id_for(delivery_id), created_at=clock.now())
         try:
-            wire = build_wire(settings, target, event, d)
+            wire = build_wire(settings, target, event, d, _filler(story, event, target))
         except MappingError as exc:
             print(f"# target {name}: mapping error: {exc}", file=sys.stderr)
             return 3

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import redis
+
+from core import clock
 
 BLOCK = "block"
 MOVE = "move"
@@ -115,7 +116,7 @@ class BusyBlockStore:
         changed, prev = self._upsert(
             keys=[self._hash(provider), self.ends_key(provider), self._version(provider),
                   self._owners(uid)],
-            args=[uid, _iso(start), _iso(end), end.timestamp(), origin, time.time(), provider])
+            args=[uid, _iso(start), _iso(end), end.timestamp(), origin, clock.now(), provider])
         self._purge_ended(provider)
         return bool(changed), (_decode(provider, prev) if prev else None)
 
@@ -136,7 +137,7 @@ class BusyBlockStore:
         return removed
 
     def _purge_ended(self, provider: str) -> None:
-        cutoff = time.time() - KEEP_AFTER_END_SECONDS
+        cutoff = clock.now() - KEEP_AFTER_END_SECONDS
         old = self.r.zrangebyscore(self.ends_key(provider), "-inf", cutoff, start=0, num=500)
         for uid in old:
             self.release(uid.decode(), {provider})

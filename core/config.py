@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from core.config_parts import MIN_SECRET_KEY_CHARS, parse_mllp, parse_oidc, parse_target, strong_hash
 from core.config_reader import ConfigError, Section, check_fernet_keys, dataclass_section, expand, table_list
 from core.config_sections import (
     CalcomSettings,
@@ -21,6 +21,7 @@ from core.config_sections import (
     EventTypeSettings,
     InboundSettings,
     LocationSettings,
+    MllpListenerSettings,
     OidcSettings,
     PatientFieldSettings,
     ProviderSettings,
@@ -39,7 +40,7 @@ __all__ = [
     "ProviderSettings", "EventTypeSettings", "LocationSettings", "PatientFieldSettings",
     "TargetSettings", "RouteSettings", "DeliverySettings", "WorkerSettings", "UserSettings",
     "ConsoleSettings", "OidcSettings", "SpoolSettings", "RetentionSettings", "InboundSettings",
-    "WebSettings",
+    "WebSettings", "MllpListenerSettings",
 ]
 
 DEFAULT_CONFIG = "calehr.toml"
@@ -65,6 +66,7 @@ class Settings:
     spool: SpoolSettings = field(default_factory=SpoolSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     inbound: InboundSettings = field(default_factory=InboundSettings)
+    mllp: MllpListenerSettings = field(default_factory=MllpListenerSettings)
     users: tuple[UserSettings, ...] = ()
     oidc: OidcSettings = field(default_factory=OidcSettings)
     key_prefix: str = "calehr"
@@ -103,7 +105,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
     top = Section(raw, "")
     top.used.update({"calcom", "security", "providers", "event_types", "locations", "targets",
                      "routes", "patient", "delivery", "worker", "web", "console", "users", "spool",
-                     "retention", "inbound", "oidc"})
+                     "retention", "inbound", "oidc", "mllp"})
 
     cal = Section(raw.get("calcom", {}), "calcom")
     secrets = cal.strings("webhook_secrets")
@@ -177,7 +179,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
         ))
         s.done()
 
-    targets = [_parse_target(s) for s in table_list(raw, "targets")]
+    targets = [parse_target(s) for s in table_list(raw, "targets")]
     names = [t.name for t in targets]
     for i, name in enumerate(names):
         if names.index(name) != i:
@@ -224,6 +226,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
                               spool.drain_interval_seconds)
     retention = dataclass_section(raw, "retention", RetentionSettings)
     inbound = dataclass_section(raw, "inbound", InboundSettings)
+    mllp = parse_mllp(Section(raw.get("mllp", {}), "mllp"))
     users = []
     for s in table_list(raw, "users"):
         role = s.get("role", str, required=True)
@@ -233,13 +236,21 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
         if not pw.startswith(("scrypt:", "pbkdf2:")):
             raise ConfigError(f"{s.name}.password_hash: not a password hash "
                               "(make one with `calehr hash-password`)")
+        if not strong_hash(pw):
+            raise ConfigError(f"{s.name}.password_hash: weaker than the current default (scrypt "
+                              "N>=32768 r>=8, or pbkdf2 sha256/sha512 with >=1000000 "
+                              "iterations); make a new one with `calehr hash-password`")
         users.append(UserSettings(username=s.get("username", str, required=True),
                                   password_hash=pw, role=role))
         s.done()
     if users and not console.secret_key:
         raise ConfigError("console.secret_key: required when [[users]] are configured")
+    if console.secret_key and len(console.secret_key) < MIN_SECRET_KEY_CHARS:
+        raise ConfigError(f"console.secret_key: at least {MIN_SECRET_KEY_CHARS} characters "
+                          "(make one with `python3 -c 'import secrets; "
+                          "print(secrets.token_urlsafe(32))'`)")
 
-    oidc = _parse_oidc(raw.get("oidc", {}), console)
+    oidc = parse_oidc(raw.get("oidc", {}), console)
 
     key_prefix = top.get("key_prefix", str, "calehr")
     var_dir = top.get("var_dir", str, "var")
@@ -251,123 +262,6 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
         providers=tuple(providers), event_types=tuple(event_types), locations=tuple(locations),
         targets=tuple(targets), routes=tuple(routes), patient=patient, delivery=delivery,
         worker=worker, web=web, console=console, spool=spool, retention=retention,
-        inbound=inbound, users=tuple(users), oidc=oidc, key_prefix=key_prefix,
+        inbound=inbound, mllp=mllp, users=tuple(users), oidc=oidc, key_prefix=key_prefix,
         var_dir=var_dir, source=source,
     )
-
-
-def _parse_oidc(data: Any, console: ConsoleSettings) -> OidcSettings:
-    s = Section(data, "oidc")
-    d = OidcSettings
-    oidc = OidcSettings(
-        issuer=s.get("issuer", str, "").rstrip("/"),
-        client_id=s.get("client_id", str, ""),
-        client_secret=s.get("client_secret", str, ""),
-        scopes=s.get("scopes", str, d.scopes),
-        username_claim=s.get("username_claim", str, d.username_claim),
-        role_claim=s.get("role_claim", str, d.role_claim),
-        viewer_values=s.strings("viewer_values"),
-        operator_values=s.strings("operator_values"),
-        admin_values=s.strings("admin_values"),
-        label=s.get("label", str, d.label),
-    )
-    s.done()
-    if not oidc.issuer:
-        return oidc
-    if not oidc.issuer.startswith(("https://", "http://127.0.0.1", "http://localhost")):
-        raise ConfigError("oidc.issuer: must be an https:// URL")
-    for key in ("client_id", "client_secret"):
-        if not getattr(oidc, key):
-            raise ConfigError(f"oidc.{key}: required when oidc.issuer is set")
-    if "openid" not in oidc.scopes.split():
-        raise ConfigError("oidc.scopes: must include openid")
-    if not (oidc.viewer_values or oidc.operator_values or oidc.admin_values):
-        raise ConfigError("oidc.viewer_values: map at least one role_claim value to a role "
-                          "(viewer_values, operator_values, admin_values)")
-    if not console.secret_key:
-        raise ConfigError("console.secret_key: required when oidc.issuer is set")
-    return oidc
-
-
-def _parse_target(s: Section) -> TargetSettings:
-    d = TargetSettings
-    kind = s.get("kind", str, required=True)
-    if kind not in ("mllp", "file", "fhir"):
-        raise ConfigError(f"{s.name}.kind: must be one of mllp, file, fhir (got {kind!r})")
-    tz = s.get("timezone", str, "UTC")
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(f"{s.name}.timezone: unknown time zone {tz!r}") from exc
-    charset = s.get("charset", str, d.charset)
-    if charset not in ("UNICODE UTF-8", "8859/1", "8859/15"):
-        raise ConfigError(f"{s.name}.charset: must be 'UNICODE UTF-8', '8859/1' or '8859/15'")
-    t = TargetSettings(
-        name=s.get("name", str, required=True),
-        kind=kind,
-        host=s.get("host", str, d.host),
-        port=s.get("port", int, 0),
-        path=s.get("path", str, ""),
-        url=s.get("url", str, "").rstrip("/"),
-        timezone=tz,
-        sending_application=s.get("sending_application", str, d.sending_application),
-        sending_facility=s.get("sending_facility", str, d.sending_facility),
-        receiving_application=s.get("receiving_application", str, d.receiving_application),
-        receiving_facility=s.get("receiving_facility", str, d.receiving_facility),
-        processing_id=s.get("processing_id", str, d.processing_id),
-        charset=charset,
-        allow_notes=s.get("allow_notes", bool, False),
-        send_meeting_ended=s.get("send_meeting_ended", bool, False),
-        status_case=s.get("status_case", str, "title"),
-        transient_ack_codes=s.strings("transient_ack_codes", d.transient_ack_codes),
-        permanent_ack_codes=s.strings("permanent_ack_codes", d.permanent_ack_codes),
-        tls=s.get("tls", bool, False),
-        tls_ca_file=s.get("tls_ca_file", str, ""),
-        tls_cert_file=s.get("tls_cert_file", str, ""),
-        tls_key_file=s.get("tls_key_file", str, ""),
-        connect_timeout=s.get("connect_timeout", float, d.connect_timeout),
-        read_timeout=s.get("read_timeout", float, d.read_timeout),
-        max_frame_bytes=s.get("max_frame_bytes", int, d.max_frame_bytes),
-        max_attempts=s.get("max_attempts", int, d.max_attempts),
-        max_age_seconds=s.get("max_age_seconds", int, d.max_age_seconds),
-        auth=s.get("auth", str, "none"),
-        token=s.get("token", str, ""),
-        token_url=s.get("token_url", str, ""),
-        client_id=s.get("client_id", str, ""),
-        client_secret=s.get("client_secret", str, ""),
-        identifier_system=s.get("identifier_system", str, d.identifier_system),
-        patient_identifier_system=s.get("patient_identifier_system", str, ""),
-        ack_mode=s.get("ack_mode", str, d.ack_mode),
-        accept_ack_type=s.get("accept_ack_type", str, d.accept_ack_type),
-        application_ack_type=s.get("application_ack_type", str, d.application_ack_type),
-        ehr_echoes=s.get("ehr_echoes", bool, d.ehr_echoes),
-    )
-    s.done()
-    _check_ack_mode(t, s.name)
-    if t.status_case not in ("title", "upper"):
-        raise ConfigError(f"{s.name}.status_case: must be 'title' or 'upper'")
-    if kind == "mllp" and not (0 < t.port < 65536):
-        raise ConfigError(f"{s.name}.port: an MLLP target needs a port between 1 and 65535")
-    if kind == "file" and not t.path:
-        raise ConfigError(f"{s.name}.path: a file target needs a folder")
-    if kind == "fhir" and not t.url:
-        raise ConfigError(f"{s.name}.url: a FHIR target needs a base url")
-    if t.auth not in ("none", "bearer", "oauth2"):
-        raise ConfigError(f"{s.name}.auth: must be none, bearer or oauth2")
-    return t
-
-
-_ACK_TYPES = ("AL", "NE", "ER", "SU")  # HL7 table 0155
-
-
-def _check_ack_mode(t: TargetSettings, name: str) -> None:
-    if t.ack_mode not in ("original", "enhanced"):
-        raise ConfigError(f"{name}.ack_mode: must be 'original' or 'enhanced'")
-    for key in ("accept_ack_type", "application_ack_type"):
-        if getattr(t, key) not in _ACK_TYPES:
-            raise ConfigError(f"{name}.{key}: must be one of AL, NE, ER, SU (HL7 table 0155)")
-    if t.ack_mode == "enhanced" and not ({t.accept_ack_type, t.application_ack_type}
-                                         & {"AL", "SU"}):
-        raise ConfigError(f"{name}.application_ack_type: with accept_ack_type "
-                          f"{t.accept_ack_type} the EHR would never confirm a message; "
-                          "one of the two must be AL or SU")

@@ -102,6 +102,7 @@ class TargetSettings:
     application_ack_type: str = "AL"  # MSH-16 in enhanced mode
     # the EHR sends SIU for appointments the bridge created (their echo may come late)
     ehr_echoes: bool = True
+    file_mode: int = 0o640  # file: permissions of each SIU file (TOML string "0640")
 
     @property
     def zone(self) -> ZoneInfo:
@@ -151,6 +152,13 @@ class ConsoleSettings:
     secret_key: str = ""  # signs session cookies; empty = console disabled
     session_minutes: int = 30
     secure_cookies: bool = False  # true behind HTTPS
+    # login throttle per (user name, client address): this many tries at once, then each try
+    # waits twice as long as the one before (from the base delay up to the max)
+    login_free_attempts: int = 5
+    login_base_delay_seconds: float = 1.0
+    login_max_delay_seconds: float = 900.0
+    trusted_proxy_hops: int = 0  # >0: the client address is from X-Forwarded-For (that many hops)
+    max_request_bytes: int = 1024 * 1024  # console request bodies larger than this get 413
 
 
 @dataclass(frozen=True)
@@ -185,8 +193,9 @@ class RetentionSettings:
 
     event_body_days: float = 30.0  # bodies of events that reached a final state
     closed_dead_letter_days: float = 90.0  # resolved or discarded dead letters
-    audit_entries: int = 100_000
+    audit_entries: int = 100_000  # the bridge's own (system) entries, newest kept
     run_interval_seconds: float = 3600.0
+    audit_days: float = 2190.0  # people's actions and failed-login streaks: kept by age (6 years)
 
 
 @dataclass(frozen=True)
@@ -201,3 +210,18 @@ class WebSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = ""
+
+
+@dataclass(frozen=True)
+class MllpListenerSettings:
+    """`calehr mllp`: what a peer on the hospital network may do to the inbound listener."""
+
+    max_connections: int = 256
+    max_connections_per_peer: int = 32  # one address cannot take every slot
+    idle_timeout_seconds: float = 300.0  # no complete frame for this long: closed
+    frame_deadline_seconds: float = 30.0  # a frame must end this long after its first byte
+    max_frame_bytes: int = 1024 * 1024
+    allowed_peers: tuple[str, ...] = ()  # IP addresses or networks; empty = any address
+    tls_cert_file: str = ""  # set with tls_key_file: the listener speaks TLS only
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""  # set: every peer must show a certificate from this CA

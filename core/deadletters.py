@@ -6,7 +6,6 @@ Error texts are ids and codes only; the wire message is stored encrypted.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ from typing import Any
 
 import redis
 
+from core import clock
 from core.crypto import Cipher
 
 STAGES = ("ingest", "ordering", "mapping", "delivery", "conflict", "ehr_change")
@@ -112,7 +112,7 @@ class DeadLetterStore:
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage}")
         dl_id = "dl_" + uuid.uuid4().hex[:16]
-        now = time.time()
+        now = clock.now()
         audit = [{"ts": now, "actor": actor, "action": "created",
                   "details": {"stage": stage, "error_code": error_code}}]
         mapping: dict[str, Any] = {
@@ -230,7 +230,7 @@ class DeadLetterStore:
     def _append_audit(self, dl_id: str, actor: str, action: str, details: dict[str, Any],
                       state: str | None = None, old_state: str | None = None) -> None:
         key = self._key(dl_id)
-        now = time.time()
+        now = clock.now()
         for _ in range(20):  # optimistic lock: concurrent replays must not lose audit lines
             with self.r.pipeline() as pipe:
                 try:

@@ -4,7 +4,11 @@ Per (appointment key, target), in Redis:
 - the EHR's filler id (SCH-2), learned from its S12/S14 echo, sent back in SCH-2 later;
 - the state the EHR has (`booked|start|end`, `cancelled`, `noshow`), and who said so: `sent`
   (we delivered it) or `ehr` (the EHR reported a change it made itself);
-- the last few states we sent: an EHR that echoes may echo an older message after a newer one.
+- the last few states we sent, with when we sent them: an EHR that echoes may echo an older
+  message after a newer one. Only shortly after sending is an older state a possible late echo;
+  the caller never drops such a report silently (it may be the clinic moving it back);
+- the states the EHR made that the bridge then made in Cal.com, with the Cal.com booking uid,
+  so the webhooks Cal.com sends back for them (however late) are not sent to the EHR again.
 
 An outbound message that would only tell the EHR what it reported itself is an echo of its own
 change (Cal.com's webhook after the bridge acted on Cal.com for the EHR) and is not sent.
@@ -18,7 +22,11 @@ from datetime import UTC, datetime
 
 import redis
 
+from core import clock
+
 SENT_HISTORY = 10
+LATE_ECHO_SECONDS = 900.0  # an echo of an older message arrives within minutes, not hours
+MADE_HISTORY = 10
 TTL_SECONDS = 400 * 86400  # appointments are booked up to a year ahead
 BOOKED_EVENTS = ("S12", "S13", "S14")
 
@@ -57,6 +65,9 @@ class EhrEchoLedger:
     def _filler_index(self, target: str) -> str:
         return f"{self.p}:ehr-filler:{target}"
 
+    def _filler_seen(self, target: str) -> str:
+        return f"{self.p}:ehr-filler-seen:{target}"
+
     # filler ids -----------------------------------------------------------------------------
     def record_filler(self, key: str, target: str, filler: Filler) -> bool:
         """Returns True when the id is new or changed."""
@@ -66,10 +77,28 @@ class EhrEchoLedger:
         pipe.hget(h, "filler")
         pipe.hset(h, "filler", value)
         pipe.expire(h, TTL_SECONDS)
+        # the index is scored by when each id was last seen, so old ids can be pruned one by one
+        pipe.zadd(self._filler_seen(target), {filler.id: clock.now()})
         pipe.hset(self._filler_index(target), filler.id, key)
         pipe.expire(self._filler_index(target), TTL_SECONDS)  # idle for a year: gone
+        pipe.expire(self._filler_seen(target), TTL_SECONDS)
         before = pipe.execute()[0]
         return (before.decode() if before else "") != value
+
+    def prune_fillers(self, target: str, older_than_seconds: float = TTL_SECONDS,
+                      now: float | None = None, limit: int = 1000) -> int:
+        """Forget filler ids not seen for `older_than_seconds` (by then the appointment's own
+        record has expired too). Returns how many went."""
+        seen = self._filler_seen(target)
+        now = clock.now() if now is None else now
+        old = self.r.zrangebyscore(seen, "-inf", now - older_than_seconds,
+                                   start=0, num=limit)
+        if old:
+            pipe = self.r.pipeline(transaction=True)
+            pipe.hdel(self._filler_index(target), *old)
+            pipe.zrem(seen, *old)
+            pipe.execute()
+        return len(old)
 
     def filler(self, key: str, target: str) -> Filler | None:
         raw = self.r.hget(self._key(key, target), "filler")
@@ -89,8 +118,9 @@ class EhrEchoLedger:
         h = self._key(key, target)
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(h, mapping={"state": state, "said_by": "sent"})
-        pipe.lpush(h + ":sent", state)
+        pipe.lpush(h + ":sent", f"{clock.now():.3f}|{state}")
         pipe.ltrim(h + ":sent", 0, SENT_HISTORY - 1)
+        pipe.delete(h + ":made")  # a Cal.com change went out: what the EHR made is history
         pipe.expire(h, TTL_SECONDS)
         pipe.expire(h + ":sent", TTL_SECONDS)
         pipe.execute()
@@ -104,19 +134,50 @@ class EhrEchoLedger:
         pipe.expire(h, TTL_SECONDS)
         pipe.execute()
 
-    def is_echo(self, key: str, target: str, state: str, echoes: bool) -> bool:
-        """True when the EHR only tells us what it already has from us (or told us)."""
+    def made_in_calcom(self, key: str, target: str, state: str, booking_uid: str) -> None:
+        """The bridge made the EHR's `state` in Cal.com as booking `booking_uid`: Cal.com's
+        webhook for it is an echo for this EHR, even after the EHR changed it again."""
+        h = self._key(key, target) + ":made"
+        pipe = self.r.pipeline(transaction=True)
+        pipe.lpush(h, f"{booking_uid}|{state}")
+        pipe.ltrim(h, 0, MADE_HISTORY - 1)
+        pipe.expire(h, TTL_SECONDS)
+        pipe.execute()
+
+    def echo_of(self, key: str, target: str, state: str, echoes: bool) -> str:
+        """How `state`, reported by the EHR, relates to what it has from us:
+        'current' (it has it: an echo), 'recent' (we sent it shortly before a newer state: a late
+        echo, or the clinic changing it back; only the caller can tell), or '' (news)."""
         h = self._key(key, target)
         current = self.r.hget(h, "state")
         if current is not None and current.decode() == state:
-            return True
-        return echoes and state.encode() in self.r.lrange(h + ":sent", 0, -1)
+            return "current"
+        if not echoes:
+            return ""
+        since = clock.now() - LATE_ECHO_SECONDS
+        for raw in self.r.lrange(h + ":sent", 0, -1):
+            at, _, sent = raw.decode().partition("|")
+            if sent == state and _float(at) >= since:
+                return "recent"
+        return ""
 
-    def ehr_made(self, key: str, target: str, state: str) -> bool:
-        """True when `state` is what the EHR itself reported last (sending it back is an echo)."""
-        current = self.r.hmget(self._key(key, target), "state", "said_by")
-        return current[0] is not None and current[0].decode() == state \
-            and current[1] == b"ehr"
+    def ehr_made(self, key: str, target: str, state: str, booking_uid: str = "") -> bool:
+        """True when `state` is what the EHR itself reported last, or (with the Cal.com
+        booking's uid) one the bridge made in Cal.com for it: sending it back is an echo."""
+        h = self._key(key, target)
+        current = self.r.hmget(h, "state", "said_by")
+        if current[0] is not None and current[0].decode() == state and current[1] == b"ehr":
+            return True
+        return bool(booking_uid) and \
+            f"{booking_uid}|{state}".encode() in self.r.lrange(h + ":made", 0, -1)
 
     def forget(self, key: str, target: str) -> None:
-        self.r.delete(self._key(key, target), self._key(key, target) + ":sent")
+        h = self._key(key, target)
+        self.r.delete(h, h + ":sent", h + ":made")
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:  # an entry from before sent times were kept: treat as old
+        return 0.0

@@ -7,12 +7,12 @@ the ACK that was sent for it, so the listener can send that same ACK again and d
 from __future__ import annotations
 
 import hashlib
-import time
 import uuid
 from dataclasses import dataclass
 
 import redis
 
+from core import clock
 from core.config import Settings
 from core.crypto import Cipher
 
@@ -70,7 +70,7 @@ class InboundStore:
     def claim(self, raw: bytes, *, source: str, kind: str, dedupe: str) -> Claim:
         """Store `raw` encrypted unless a message with the same dedupe key is already stored."""
         message_id = "in_" + uuid.uuid4().hex[:20]
-        now = time.time()
+        now = clock.now()
         created, stored = self._claim(
             keys=[f"{self.p}:inbound-dedupe:{dedupe}", self._key(message_id), self.log_key],
             args=[message_id, self.cipher.encrypt(raw), source, kind, repr(now), self.keep])
@@ -83,7 +83,7 @@ class InboundStore:
     def put(self, raw: bytes, *, source: str, kind: str) -> str:
         """Store a message that has no dedupe key (a FHIR request)."""
         message_id = "in_" + uuid.uuid4().hex[:20]
-        now = time.time()
+        now = clock.now()
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(self._key(message_id), mapping={
             "body": self.cipher.encrypt(raw), "source": source, "kind": kind,
@@ -96,7 +96,7 @@ class InboundStore:
 
     def finish(self, message_id: str, outcome: str, ack: bytes | None = None) -> None:
         """Record what became of a message (a code) and the answer sent (no patient data in it)."""
-        mapping: dict[str, str | bytes] = {"state": outcome, "finished_at": repr(time.time())}
+        mapping: dict[str, str | bytes] = {"state": outcome, "finished_at": repr(clock.now())}
         if ack is not None:
             mapping["ack"] = ack
         self.r.hset(self._key(message_id), mapping=mapping)

@@ -9,13 +9,13 @@ Per appointment key (see adapters/calcom/payload.appointment_key):
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from core import clock
 from core.crypto import Cipher
 from core.deliveries import Delivery
 from core.ledger_scripts import PROGRESS, REQUEUE, START_ATTEMPT, WAKE
@@ -138,7 +138,7 @@ class Ledger:
         worker calls `EventStore.followed_up`: a worker killed in between is covered by the sweep.
         """
         existing = {d.id for d in deliveries if self.r.exists(self.delivery_key(d.id))}
-        now = repr(time.time())
+        now = repr(clock.now())
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(self.appt(key), mapping={
             "last_sequence": sequence, "last_created": repr(created_at),
@@ -171,7 +171,7 @@ class Ledger:
 
     @staticmethod
     def _new_delivery_fields(d: Delivery) -> dict[str, Any]:
-        now = repr(time.time())
+        now = repr(clock.now())
         return {
             "id": d.id, "event_id": d.event_id, "appointment_key": d.appointment_key,
             "target": d.target, "message_event": d.message_event, "order": d.order,
@@ -190,7 +190,7 @@ class Ledger:
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(event_hash, mapping={"state": "waiting", "reason": "waiting_for_predecessor",
                                        "appointment_key": key, "waiting_for": needed_uid,
-                                       "updated_at": repr(time.time())})
+                                       "updated_at": repr(clock.now())})
         pipe.zrem(unprocessed, event_id)
         pipe.sadd(self.waiting_key(needed_uid), event_id)
         pipe.sadd(self.parked_uids, needed_uid)
@@ -198,7 +198,7 @@ class Ledger:
         pipe.sismember(self.appt(key) + ":uids", needed_uid)
         if not pipe.execute()[-1]:
             return False
-        return event_id in self.wake([needed_uid], unprocessed, repr(time.time()))
+        return event_id in self.wake([needed_uid], unprocessed, repr(clock.now()))
 
     def wake(self, uids: list[str], unprocessed: str, now: str) -> list[str]:
         """Move the events parked on `uids` back to the unprocessed set (see WAKE)."""
@@ -266,13 +266,13 @@ class Ledger:
         )
 
     def update_delivery(self, delivery_id: str, **fields: Any) -> None:
-        fields["updated_at"] = repr(time.time())
+        fields["updated_at"] = repr(clock.now())
         clean = {k: (int(v) if isinstance(v, bool) else v) for k, v in fields.items()}
         self.r.hset(self.delivery_key(delivery_id), mapping=clean)
 
     def start_attempt(self, delivery_id: str) -> int:
         return int(self._start_attempt(keys=[self.delivery_key(delivery_id)],
-                                       args=[repr(time.time())]))
+                                       args=[repr(clock.now())]))
 
     def record_attempt(self, delivery_id: str, entry: dict[str, Any]) -> None:
         self.r.rpush(self.delivery_key(delivery_id) + ":attempts", json.dumps(entry))
@@ -314,7 +314,7 @@ class Ledger:
         leaves either all of it or none (then the retry sends again under the same MSH-10)."""
         key, pending = self.delivery_key(d.id), self.pending(d.appointment_key, d.target)
         tkey = f"{self.appt(d.appointment_key)}:target:{d.target}"
-        now = repr(time.time())
+        now = repr(clock.now())
         fields: dict[str, Any] = {"state": "delivered", "reason": "", "updated_at": now}
         if wire is not None:
             fields["wire"] = self.cipher.encrypt(wire)
@@ -346,7 +346,7 @@ class Ledger:
         """A delivery ends dead or skipped: its state, its place in the queue and the event's
         open count (the event is done at 0) change in one MULTI. Returns the open count left."""
         pending = self.pending(d.appointment_key, d.target)
-        now = repr(time.time())
+        now = repr(clock.now())
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(self.delivery_key(d.id), mapping={"state": state, "reason": reason,
                                                     "updated_at": now})
@@ -363,7 +363,7 @@ class Ledger:
         return bool(self._requeue(
             keys=[self.delivery_key(d.id), event_hash, self.pending(d.appointment_key, d.target),
                   self.pending_index],
-            args=[repr(time.time()), int(force), d.order, f"{d.appointment_key}|{d.target}", d.id]))
+            args=[repr(clock.now()), int(force), d.order, f"{d.appointment_key}|{d.target}", d.id]))
 
     # per-target applied state --------------------------------------------------------------
     def target_state(self, key: str, target: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ from core.redact import redact_text
 CONTEXT_FIELDS = ("event_id", "appointment_key", "control_id", "target", "delivery_id",
                   "dead_letter_id", "trigger", "outcome", "attempt", "ack_code", "user",
                   "spool_id")
+MAX_CONTEXT_CHARS = 120
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,8 +26,8 @@ class JsonFormatter(logging.Formatter):
         }
         for key in CONTEXT_FIELDS:
             value = getattr(record, key, None)
-            if value is not None:
-                data[key] = value
+            if value is not None:  # ids from a body (trigger, iCalUID) can be any length
+                data[key] = value[:MAX_CONTEXT_CHARS] if isinstance(value, str) else value
         if record.exc_info and record.exc_info[0] is not None:
             data["error"] = record.exc_info[0].__name__
             data["error_text"] = redact_text(str(record.exc_info[1]))[:500]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass
 
 import redis
 
+from core import clock
 from core.config import DeliverySettings
 
 
@@ -62,7 +62,7 @@ class CircuitBreaker:
         open_until = float(data.get(b"open_until", 0))
         if open_until == 0:
             return CircuitState("closed", failures, 0.0)
-        if time.time() < open_until:
+        if clock.now() < open_until:
             return CircuitState("open", failures, open_until)
         return CircuitState("half-open", failures, open_until)
 
@@ -77,7 +77,7 @@ class CircuitBreaker:
         probe = f"{self._key(target)}:probe"
         if self.r.set(probe, holder, nx=True, ex=max(5, int(self.policy.lock_ttl_seconds))):
             return True, 0.0
-        return self.r.get(probe) == holder.encode(), time.time() + 1.0
+        return self.r.get(probe) == holder.encode(), clock.now() + 1.0
 
     def success(self, target: str) -> bool:
         """Returns True when this closed an open circuit."""
@@ -91,7 +91,7 @@ class CircuitBreaker:
             previous = float(self.r.hget(key, "open_seconds") or 0)
             seconds = min(self.policy.circuit_max_open_seconds,
                           previous * 2 if previous else self.policy.circuit_open_seconds)
-            until = time.time() + seconds
+            until = clock.now() + seconds
             pipe = self.r.pipeline()
             pipe.hset(key, mapping={"open_until": repr(until), "open_seconds": repr(seconds)})
             pipe.delete(f"{key}:probe")

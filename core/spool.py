@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import clock
 from core.crypto import Cipher
 
 _HEADER = struct.Struct(">I")
@@ -72,7 +73,7 @@ class IngestSpool:
 
     def append(self, raw: bytes, trigger: str) -> str:
         spool_id = "sp_" + uuid.uuid4().hex[:20]
-        record = json.dumps({"id": spool_id, "trigger": trigger, "at": time.time(),
+        record = json.dumps({"id": spool_id, "trigger": trigger, "at": clock.now(),
                              "body": base64.b64encode(raw).decode()}).encode()
         token = self.cipher.encrypt(record)
         data = _HEADER.pack(len(token)) + token

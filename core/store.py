@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
 from dataclasses import dataclass
 
 import redis
 
+from core import clock
 from core.crypto import Cipher
 from core.redis_client import Keys
 
@@ -62,11 +62,11 @@ class EventStore:
             keys=[self.keys.event_by_hash(digest), self.keys.event(event_id),
                   self.keys.unprocessed],
             args=[event_id, self.cipher.encrypt(raw), digest, trigger,
-                  repr(received_at or time.time()), state, source],
+                  repr(received_at or clock.now()), state, source],
         )
         stored = stored_id.decode() if isinstance(stored_id, bytes) else stored_id
         if created and state == "ignored":
-            self.r.zadd(self.keys.ignored, {stored: received_at or time.time()})
+            self.r.zadd(self.keys.ignored, {stored: received_at or clock.now()})
         return stored, not bool(created)
 
     def get(self, event_id: str) -> StoredEvent | None:
@@ -99,13 +99,13 @@ class EventStore:
     def set_state(self, event_id: str, state: str, reason: str = "",
                   appointment_key: str | None = None) -> None:
         """Record what became of an event. `reason` is codes and ids only."""
-        mapping = {"state": state, "reason": reason, "updated_at": repr(time.time())}
+        mapping = {"state": state, "reason": reason, "updated_at": repr(clock.now())}
         if appointment_key is not None:
             mapping["appointment_key"] = appointment_key
         pipe = self.r.pipeline()
         pipe.hset(self.keys.event(event_id), mapping=mapping)
         if state == "received":  # (again): a worker must take it up; the sweep sees to it
-            pipe.zadd(self.keys.unprocessed, {event_id: time.time()})
+            pipe.zadd(self.keys.unprocessed, {event_id: clock.now()})
         elif state != "processing":
             pipe.zrem(self.keys.unprocessed, event_id)
         pipe.execute()
@@ -120,7 +120,7 @@ class EventStore:
 
     def stuck(self, older_than: float, limit: int = 500) -> list[str]:
         """Events stored but not yet taken up by a worker (e.g. the worker died)."""
-        ids = self.r.zrangebyscore(self.keys.unprocessed, 0, time.time() - older_than,
+        ids = self.r.zrangebyscore(self.keys.unprocessed, 0, clock.now() - older_than,
                                    start=0, num=limit)
         return [i.decode() for i in ids]
 

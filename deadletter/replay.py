@@ -5,8 +5,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import time
 
+from core import clock
 from core.runtime import Runtime
 
 
@@ -66,7 +66,7 @@ def resend_edited(rt: Runtime, dl_id: str, wire: bytes, actor: str) -> str:
         old.decode("utf-8", "replace").split("\r"), wire.decode("utf-8", "replace").split("\r"),
         "before", "after", lineterm=""))
     rt.redis.rpush(rt.deadletters.edits_key(dl_id), rt.deadletters.cipher.encrypt(json.dumps(
-        {"ts": time.time(), "actor": actor, "diff": diff}).encode()))
+        {"ts": clock.now(), "actor": actor, "diff": diff}).encode()))
     changed = sum(1 for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---"))
     digest = hashlib.sha256(wire).hexdigest()[:16]
     rt.deadletters.note(dl_id, actor, "edit", changed_lines=changed, sha256=digest)

@@ -229,17 +229,21 @@ def _commands(b: Bridge) -> dict[str, Callable[[], None]]:
         "calehr audit [--record ID] [--actor NAME] [--json]": lambda: (
             ok(b.calehr("audit")),
             ok(b.calehr("audit", "--record", "user:admin", "--actor", "system:calehr-up", "--json"))),
-        "calehr map FILE.json [--target NAME]": lambda: ok(b.calehr("map", fixture, "--target",
-                                                                    "ehr-files")),
+        "calehr map FILE.json [FILE.json ...] [--target NAME]": lambda: ok(b.calehr(
+            "map", fixture, fixture.replace("02_booking_created", "05_booking_cancelled"),
+            "--target", "ehr-files")),
         "calehr map tests/fixtures/calcom/02_booking_created.json": lambda: ok(b.calehr("map",
                                                                                        fixture)),
         "calehr ehr-sim --port P --out DIR [--ack AA|AE|AR] [--delay-ms N] [--mismatch] "
-        "[--max-frame-bytes N]": lambda: serves(
+        "[--max-frame-bytes N] [--commit-first] [--stray]": lambda: serves(
             b, ["ehr-sim", "--port", str(sim_port), "--out", "var/sim", "--ack", "AE",
-                "--delay-ms", "5", "--mismatch", "--max-frame-bytes", "65536"], "listening"),
+                "--delay-ms", "5", "--mismatch", "--max-frame-bytes", "65536", "--commit-first",
+                "--stray"], "listening"),
         "calehr deadletter list|show|replay|discard": dead_letter_desk,
         "calehr deadletter list --stage conflict": lambda: ok(b.calehr("deadletter", "list",
                                                                        "--stage", "conflict")),
+        "calehr deadletter list --stage ehr_change": lambda: ok(b.calehr(
+            "deadletter", "list", "--stage", "ehr_change")),
         "calehr mllp --port 6661": lambda: serves(b, ["mllp", "--port", str(mllp_port)],
                                                   "listening"),
         "calehr hash-password": lambda: ok(b.calehr("hash-password", stdin="a long password 1\n")),

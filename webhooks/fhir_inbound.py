@@ -31,6 +31,7 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from core import clock
 from core.blocks import BLOCK, NONE, RELEASE, BlockChange
 from core.inbound_store import InboundStore
 from core.interfaces import BusyBlocks, EhrChanges, EhrReport
@@ -68,7 +69,18 @@ def _instant(value: Any, name: str) -> datetime:
         raise FhirInboundError(422, "value", f"{name} is not a FHIR instant") from None
     if parsed.tzinfo is None:
         raise FhirInboundError(422, "value", f"{name} has no time zone offset (instant)")
+    if not 1900 <= parsed.year <= 2999:  # also keeps UTC arithmetic from overflowing
+        raise FhirInboundError(422, "value", f"{name} is outside the years 1900-2999")
     return parsed.astimezone(UTC)
+
+
+def _array(resource: dict[str, Any], name: str, where: str) -> list[Any]:
+    value = resource.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise FhirInboundError(422, "structure", f"{where}.{name} must be an array")
+    return value
 
 
 def _ref_ids(ref: Any) -> list[str]:
@@ -85,7 +97,7 @@ def _ref_ids(ref: Any) -> list[str]:
 
 
 def _external_key(resource: dict[str, Any], url_id: str | None) -> tuple[str, str]:
-    for ident in resource.get("identifier") or []:
+    for ident in _array(resource, "identifier", resource["resourceType"]):
         if isinstance(ident, dict) and isinstance(ident.get("value"), str) and ident["value"]:
             return (str(ident.get("system") or "fhir"), ident["value"])
     rid = url_id or resource.get("id")
@@ -97,12 +109,12 @@ def _external_key(resource: dict[str, Any], url_id: str | None) -> tuple[str, st
 
 def _actors(resource: dict[str, Any]) -> list[Any]:
     if resource["resourceType"] == "Appointment":
-        return [p.get("actor") for p in resource.get("participant") or [] if isinstance(p, dict)
-                and p.get("status") != "declined"]
+        return [p.get("actor") for p in _array(resource, "participant", "Appointment")
+                if isinstance(p, dict) and p.get("status") != "declined"]
     actors = [resource.get("schedule")]
-    for contained in resource.get("contained") or []:
+    for contained in _array(resource, "contained", "Slot"):
         if isinstance(contained, dict) and contained.get("resourceType") == "Schedule":
-            actors += contained.get("actor") or []
+            actors += _array(contained, "actor", "Slot.contained")
     return actors
 
 
@@ -149,7 +161,7 @@ def _read(kind: str) -> tuple[bytes, dict[str, Any]]:
         raise FhirInboundError(413, "too-costly", f"body is larger than {MAX_BODY} bytes")
     try:
         resource = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # also nested too deep, or a number too long
         raise FhirInboundError(400, "structure", "body is not valid JSON") from None
     if not isinstance(resource, dict) or resource.get("resourceType") != kind:
         raise FhirInboundError(400, "structure", f"body is not a FHIR {kind} resource")
@@ -203,7 +215,7 @@ def _handle(kind: str, url_id: str | None) -> tuple[Response, int]:
         if own is None:
             applied = service.apply(change)
         inbound.store.finish(message_id, own or applied.outcome)
-        version = inbound.store.r.hincrby(_versions_key(), f"{kind}/{rid}", 1)
+        version = _next_version(inbound.store, kind, rid)
     except FhirInboundError as exc:
         log.warning("FHIR %s rejected: %s", kind, exc.text, extra={"outcome": str(exc.status)})
         return outcome(exc.status, "error", exc.code, exc.text)
@@ -229,7 +241,7 @@ def _answer(kind: str, rid: str, version: int, resource: dict[str, Any],
     `Prefer: return=` asks for), Location, ETag and Last-Modified."""
     created = request.method == "POST" or version == 1
     status = 201 if created else 200
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = clock.now_utc().replace(microsecond=0)
     stored = {**resource, "id": rid,
               "meta": {**(resource.get("meta") if isinstance(resource.get("meta"), dict)
                           else {}),
@@ -256,8 +268,14 @@ def _clean_id(value: Any) -> str:
     return ""
 
 
-def _versions_key() -> str:
-    return f"{bridge().settings.key_prefix}:fhir-inbound:versions"
+def _next_version(store: InboundStore, kind: str, rid: str) -> int:
+    """The resource's next versionId. Kept as long as inbound messages (retention), one key per
+    resource, so resources nobody updates any more go instead of growing one hash for ever."""
+    key = f"{store.p}:fhir-inbound:version:{kind}/{rid}"
+    pipe = store.r.pipeline(transaction=True)
+    pipe.incr(key)
+    pipe.expire(key, store.keep)
+    return int(pipe.execute()[0])
 
 
 # FHIR Appointment status -> what the EHR did, in SIU terms (for our own appointments)

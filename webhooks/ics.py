@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hmac
 import logging
-import time
 from datetime import UTC, datetime
 
 import redis
 from flask import Blueprint, Response, abort, request
 from icalendar import Calendar, Event
 
+from core import clock
 from core.blocks import Block, BusyBlockStore
 from core.config import ProviderSettings
 from webhooks.context import BridgeContext, bridge
@@ -63,7 +63,7 @@ def _current(ctx: BridgeContext, provider: ProviderSettings) -> tuple[str, bytes
     version = str(store.version(provider.ehr_id))
     cached_version, body = ctx.redis.hmget(cache_key, "version", "body")
     if cached_version is None or cached_version.decode() != version or body is None:
-        body = render(store.list(provider.ehr_id, ending_after=time.time() - PAST_SECONDS))
+        body = render(store.list(provider.ehr_id, ending_after=clock.now() - PAST_SECONDS))
         pipe = ctx.redis.pipeline()
         pipe.hset(cache_key, mapping={"version": version, "body": body})
         pipe.expire(cache_key, 3600)

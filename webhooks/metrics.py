@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import redis
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from core import clock
 from core.deadletters import DeadLetterStore
 from core.metrics import BridgeCollector
 from webhooks.context import BridgeContext, bridge
@@ -20,7 +19,7 @@ def _gauges(ctx: BridgeContext):
     def read():
         r, p = ctx.redis, ctx.settings.key_prefix
         dls = DeadLetterStore(r, ctx.store.cipher, p)
-        now = time.time()
+        now = clock.now()
         circuits = []
         for t in ctx.settings.targets:
             until = float(r.hget(f"{p}:circuit:{t.name}", "open_until") or 0)

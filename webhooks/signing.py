@@ -15,9 +15,9 @@ def verify(body: bytes, header: str | None, secrets: Iterable[str]) -> bool:
     """True when the header matches any configured secret (several = rotation)."""
     if not header or header == "no-secret-provided":
         return False
-    given = header.strip().lower()
+    given = header.strip().lower().encode("utf-8", "replace")  # bytes: any header compares
     matched = False
     for secret in secrets:
         # compare against every secret so timing does not reveal which one matched
-        matched |= hmac.compare_digest(sign(body, secret), given)
+        matched |= hmac.compare_digest(sign(body, secret).encode(), given)
     return matched

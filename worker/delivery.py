@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 
+from core import clock
 from core.deliveries import Delivery
 from core.ehr_echo import EhrEchoLedger, fingerprint
 from core.errors import MappingError
@@ -65,7 +65,7 @@ def _drain_locked(rt: Runtime, key: str, target: str, token: str, lock: str, ttl
         if d is None:  # record gone (retention or manual cleanup): unblock the queue
             rt.ledger.dequeue(key, target, delivery_id)
             continue
-        now = time.time()
+        now = clock.now()
         if d.next_attempt_at > now:
             rt.ledger.schedule(key, target, d.next_attempt_at)
             return "waiting"
@@ -98,12 +98,12 @@ def deliver_one(rt: Runtime, d: Delivery, known: dict[str, Loaded] | None = None
     echoes = EhrEchoLedger(rt.redis, rt.settings.key_prefix)
     ehr_state = fingerprint(d.message_event, event.start, event.end)
     if not d.force and d.message_event in ECHO_CHECKED and ehr_state \
-            and echoes.ehr_made(d.appointment_key, d.target, ehr_state):
+            and echoes.ehr_made(d.appointment_key, d.target, ehr_state, event.uid):
         return _skip(rt, d, "echo:the EHR made this change itself", ctx)
     override = rt.ledger.override(d.id) if d.has_override else None
     filler = echoes.filler(d.appointment_key, d.target) if target.kind != "fhir" else None
     attempt = rt.ledger.start_attempt(d.id)
-    started = time.time()
+    started = clock.now()
     try:
         result, wire = send_event(rt.settings, target, event, d, override, filler)
     except MappingError as exc:
@@ -112,7 +112,7 @@ def deliver_one(rt: Runtime, d: Delivery, known: dict[str, Loaded] | None = None
         log.exception("transport raised", extra=ctx)
         result, wire = DeliveryResult(ok=False, transient=True,
                                       detail=f"internal error: {exc.__class__.__name__}"), None
-    duration_ms = round((time.time() - started) * 1000, 1)
+    duration_ms = round((clock.now() - started) * 1000, 1)
     outcome = "ok" if result.ok else ("transient" if result.transient else "permanent")
     entry = {"n": attempt, "at": started, "duration_ms": duration_ms, "outcome": outcome,
              "ack_code": result.ack_code, "status_code": result.status_code,
@@ -133,14 +133,14 @@ def deliver_one(rt: Runtime, d: Delivery, known: dict[str, Loaded] | None = None
     rt.ledger.record_attempt(d.id, entry)
     if result.transient:
         rt.breaker.failure(d.target)
-        age = time.time() - (d.first_attempt_at or started)
+        age = clock.now() - (d.first_attempt_at or started)
         if attempt >= target.max_attempts or age >= target.max_age_seconds:
             return _dead(rt, d, "delivery", "retries_exhausted", "RetriesExhausted",
                          f"gave up after {attempt} attempts over {age:.0f}s; last: {result.detail}",
                          wire, ctx)
         rt.metrics.inc("retries", d.target)
         delay = backoff_seconds(attempt, rt.settings.delivery, result.retry_after)
-        when = time.time() + delay
+        when = clock.now() + delay
         rt.ledger.update_delivery(d.id, state="pending", next_attempt_at=repr(when),
                                   reason=result.detail)
         rt.ledger.schedule(d.appointment_key, d.target, when)
@@ -154,7 +154,7 @@ def deliver_one(rt: Runtime, d: Delivery, known: dict[str, Loaded] | None = None
 
 def _delivered(rt: Runtime, d: Delivery, entry: dict, wire: bytes | None,
                result: DeliveryResult, received_at: float, ctx: dict) -> str:
-    latency = None if d.force or not received_at else time.time() - received_at
+    latency = None if d.force or not received_at else clock.now() - received_at
     committed = rt.ledger.commit_delivered(
         d, entry, wire=wire, response=result.response_excerpt, remote_id=result.remote_id,
         event_hash=rt.store.keys.event(d.event_id),

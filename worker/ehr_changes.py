@@ -9,22 +9,26 @@ or its filler id is one the bridge recorded — is never a busy block and never 
   (API v2) so Cal.com tells the patient; without one it becomes an `ehr_change` dead letter: an
   "action needed" item that says what the EHR did and what to do in Cal.com. The EHR's state is
   kept (core/ehr_echo.py), so the webhook Cal.com sends back is not sent to that EHR again.
+- An S13/S15/S26 naming a state we sent minutes before a newer one may be a late echo or the
+  clinic changing it back: an action item, never dropped. An S14 with other times: an action item.
+- An appointment's changes reach Cal.com one at a time, in order, each aimed at the newest
+  booking uid (a reschedule's new uid is recorded from Cal.com's answer).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import time
 import uuid
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict
 
 import redis
 
 from adapters.calcom.actions import BookingActions
 from adapters.calcom.http import CalcomApiError
 from adapters.calcom.payload import normalise, parse_body
+from core import clock
 from core.audit import AuditLog
 from core.config import Settings, TargetSettings
 from core.crypto import Cipher, DecryptError
@@ -35,26 +39,21 @@ from core.interfaces import EhrReport
 from core.ledger import Ledger
 from core.models import AppointmentEvent
 from core.store import EventStore
+from worker.ehr_change_rules import (
+    CANCELLED_STATUSES,
+    EhrChange,
+    action_for,
+    calcom_has,
+    iso_utc,
+    parse_iso,
+    state_after,
+)
 
 log = logging.getLogger(__name__)
 PLACER_NAMESPACE = "CALCOM"  # SCH-1.2 of every SIU the bridge sends (SiuProfile)
-CANCELLED_STATUSES = ("cancelled", "rejected")
 MAX_API_ATTEMPTS = 8
+CHANGE_TTL_SECONDS = 90 * 86400
 WHAT_THE_EHR_DID = {"reschedule": "moved", "cancel": "cancelled", "no_show": "marked as no-show"}
-
-
-@dataclass
-class EhrChange:
-    id: str
-    appointment_key: str
-    target: str
-    action: str  # reschedule | cancel | no_show
-    booking_uid: str
-    origin: str
-    start: str = ""  # UTC ISO, reschedule only
-    end: str = ""
-    attempts: int = 0
-    state: str = "pending"  # pending | applied | action_needed
 
 
 class OwnAppointments:
@@ -99,98 +98,208 @@ class OwnAppointments:
                 self.echoes.record_filler(key, target.name, report.filler):
             log.info("filler id recorded", extra=ctx)
         state = fingerprint(report.event, report.start, report.end, report.status)
-        action = _action(report.event, state)
-        if action is None:
-            return "own:echo"
-        if self.echoes.is_echo(key, target.name, state, target.ehr_echoes):
+        action = action_for(report.event, state)
+        if action is None and not (report.event == "S14" and state.startswith("booked|")):
+            return "own:echo"  # S12 and the rest: the echo, or nothing Cal.com needs
+        echo = self.echoes.echo_of(key, target.name, state, target.ehr_echoes)
+        if echo == "current" or (echo == "recent" and action is None):
             log.info("echo of our own message", extra={**ctx, "outcome": "echo"})
             return "own:echo"
-        last = self._last_event(key)
-        if last is None:
+        booking = self._booking(key)
+        if booking is None:
             log.warning("EHR change for an appointment the ledger does not know", extra=ctx)
             return "own:unknown_appointment"
-        if _calcom_has(last, self.r.hget(self.ledger.appt(key), "status"), state):
+        last, base = booking
+        if calcom_has(last, base, self.r.hget(self.ledger.appt(key), "status"), state):
             self.echoes.reported(key, target.name, state)
             return "own:same"
-        self.echoes.reported(key, target.name, state)
         change = EhrChange(
             id="ehc_" + uuid.uuid4().hex[:16], appointment_key=key, target=target.name,
-            action=action, booking_uid=last.uid, origin=report.origin,
-            start=_iso(report.start) if action == "reschedule" else "",
-            end=_iso(report.end) if action == "reschedule" else "")
-        self._save(change, reason=report.reason, email=last.attendee.email)
+            action=action or "reschedule", booking_uid=self._latest_uid(key, base.uid),
+            origin=report.origin,
+            start=iso_utc(report.start) if state.startswith("booked|") else "",
+            end=iso_utc(report.end) if state.startswith("booked|") else "")
+        self._save(change, reason=report.reason, email=base.attendee.email)
         self.audit.record("system", "ehr_change.recorded", change.id, appointment_key=key,
-                          target=target.name, change=action, origin=report.origin)
+                          target=target.name, change=change.action, origin=report.origin)
+        if echo == "recent":  # never silent: a person looks at what the EHR shows
+            self._action_needed(change, "ehr_change_unclear",
+                                "the bridge sent the EHR this very state minutes before a newer "
+                                "one, so this may be a late echo of that message rather than a "
+                                "change; check the EHR before changing Cal.com")
+            return "own:action_needed"
+        self.echoes.reported(key, target.name, state)
+        if action is None:  # an S14 carrying other times than Cal.com's
+            self._action_needed(change, "ehr_times_differ",
+                                "the EHR sent other times in a modification (S14), which the "
+                                "bridge does not apply to Cal.com by itself")
+            return "own:action_needed"
         if not self.settings.calcom.api_key:
             self._action_needed(change, "no_api_key",
                                 "the bridge has no Cal.com API key (calcom.api_key)")
             return "own:action_needed"
-        self.r.zadd(self.pending_key, {change.id: time.time()})
+        self._queue(change)
         log.info("EHR change queued for Cal.com", extra={**ctx, "outcome": action})
         return f"own:{action}_queued"
 
+    def _queue(self, change: EhrChange) -> None:
+        """Due now, and behind the appointment's earlier changes: they go to Cal.com in order."""
+        order = self.r.incr(f"{self.p}:ehr-changes:counter")
+        queue = self._appt_queue(change.appointment_key)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.zadd(queue, {change.id: order})
+        pipe.expire(queue, CHANGE_TTL_SECONDS)
+        pipe.zadd(self.pending_key, {change.id: clock.now()})
+        pipe.execute()
+
+    def _appt_queue(self, key: str) -> str:
+        return f"{self.p}:ehr-changes:appt:{key}"
+
     def run_pending(self, now: float | None = None, limit: int = 100) -> int:
-        """Make the queued changes in Cal.com. Returns how many were tried."""
-        now = time.time() if now is None else now
+        """Make the queued changes in Cal.com. Returns how many were due."""
+        now = clock.now() if now is None else now
         due = self.r.zrangebyscore(self.pending_key, "-inf", now, start=0, num=limit)
         if not due:
             return 0
         api = BookingActions(self.settings.calcom)
         for raw_id in due:
-            change_id = raw_id.decode()
-            lock = self.r.lock(f"{self.p}:lock:ehr-change:{change_id}", timeout=60,
-                               blocking=False)
-            if not lock.acquire():
-                continue
-            try:
-                self._apply(api, change_id)
-            finally:
-                lock.release()
+            self._apply(api, raw_id.decode(), now)
         return len(due)
 
-    def _apply(self, api: BookingActions, change_id: str) -> None:
+    def _apply(self, api: BookingActions, change_id: str, now: float | None = None) -> None:
+        """One change, under its appointment's lock: several runners (the MLLP sync loop, the
+        beat sweep, FHIR inbound) may hold a stale due list; only one applies, once."""
         loaded = self._load(change_id)
         if loaded is None:
             self.r.zrem(self.pending_key, change_id)
             return
+        lock = self.r.lock(f"{self.p}:lock:ehr-change-appt:{loaded[0].appointment_key}",
+                           timeout=120, blocking=False)
+        if not lock.acquire():
+            return
+        try:
+            self._apply_locked(api, change_id, clock.now() if now is None else now)
+        finally:
+            with contextlib.suppress(redis.exceptions.LockError):  # expired: nothing to release
+                lock.release()
+
+    def _apply_locked(self, api: BookingActions, change_id: str, now: float) -> None:
+        loaded = self._load(change_id)  # read again under the lock
+        score = self.r.zscore(self.pending_key, change_id)
+        if loaded is None or loaded[0].state != "pending" or score is None or score > now:
+            return  # another runner applied it, or put it back for later
         change, reason, email = loaded
+        if self._first_waiting(change.appointment_key) not in (None, change.id):
+            return  # an earlier change of this appointment goes first
         ctx = {"appointment_key": change.appointment_key, "target": change.target,
                "origin": change.origin}
+        change.booking_uid = self._latest_uid(change.appointment_key, change.booking_uid)
+        retry = change.attempts > 0
         change.attempts += 1
         try:
-            if change.action == "reschedule":
-                new_uid = api.reschedule(change.booking_uid, _parse(change.start),
-                                         reason or "Moved in the hospital's system")
-                ctx["booking_uid"] = new_uid
+            made = self._already_made(api, change, email) if retry else None
+            if made is not None:
+                log.info("an earlier try had reached Cal.com", extra=ctx)
+                uid = made
+            elif change.action == "reschedule":
+                uid = api.reschedule(change.booking_uid, parse_iso(change.start),
+                                     reason or "Moved in the hospital's system")
             elif change.action == "cancel":
                 api.cancel(change.booking_uid, reason or "Cancelled in the hospital's system")
+                uid = change.booking_uid
             else:
                 api.mark_absent(change.booking_uid, email)
+                uid = change.booking_uid
         except CalcomApiError as exc:
             if exc.transient and change.attempts < MAX_API_ATTEMPTS:
                 wait = exc.retry_after or min(600.0, 5.0 * 2 ** change.attempts)
                 self._update(change)
-                self.r.zadd(self.pending_key, {change.id: time.time() + wait})
+                self.r.zadd(self.pending_key, {change.id: clock.now() + wait})
                 log.warning("Cal.com change failed, will retry: %s", exc, extra=ctx)
                 return
             self._action_needed(change, "calcom_api_failed",
                                 f"Cal.com did not take the change ({exc}) after "
                                 f"{change.attempts} attempt(s)")
-            self.r.zrem(self.pending_key, change.id)
+            self._done(change)
             return
+        if change.action == "reschedule" and uid != change.booking_uid:
+            self._moved(change.appointment_key, change.booking_uid, uid)
+        self.echoes.made_in_calcom(change.appointment_key, change.target, state_after(change), uid)
         change.state = "applied"
         self._update(change)
-        self.r.zrem(self.pending_key, change.id)
+        self._done(change)
         self.audit.record("system", "ehr_change.applied", change.id,
                           appointment_key=change.appointment_key, change=change.action)
-        log.info("EHR change made in Cal.com", extra={**ctx, "outcome": change.action})
+        log.info("EHR change made in Cal.com",
+                 extra={**ctx, "outcome": change.action, "booking_uid": uid})
+
+    def _already_made(self, api: BookingActions, change: EhrChange, email: str) -> str | None:
+        """The booking uid when Cal.com already shows the change (an earlier try that timed out
+        had reached it), else None."""
+        booking = api.get(change.booking_uid)
+        status = str(booking.get("status", "")).lower()
+        if change.action == "cancel":
+            return change.booking_uid if status in CANCELLED_STATUSES else None
+        if change.action == "no_show":
+            people = booking.get("attendees")
+            absent = isinstance(people, list) and any(
+                isinstance(p, dict) and p.get("email") == email and p.get("absent") is True
+                for p in people)
+            return change.booking_uid if absent else None
+        moved_to = booking.get("rescheduledToUid")
+        if not isinstance(moved_to, str) or not moved_to:
+            return None
+        start = api.get(moved_to).get("start")
+        try:
+            same = isinstance(start, str) and iso_utc(parse_iso(start)) == change.start
+        except ValueError:  # not a date: not the booking we asked for
+            same = False
+        return moved_to if same else None
+
+    def _done(self, change: EhrChange) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.zrem(self.pending_key, change.id)
+        pipe.zrem(self._appt_queue(change.appointment_key), change.id)
+        pipe.execute()
+
+    def _first_waiting(self, key: str) -> str | None:
+        """The appointment's earliest change still waiting (records gone by TTL are dropped)."""
+        queue = self._appt_queue(key)
+        for _ in range(100):  # bounded
+            head = self.r.zrange(queue, 0, 0)
+            if not head:
+                return None
+            change = self.get(head[0].decode())
+            if change is not None and change.state == "pending":
+                return change.id
+            self.r.zrem(queue, head[0])
+        return None
+
+    def _moved(self, key: str, old_uid: str, new_uid: str) -> None:
+        """Cal.com made `new_uid` for our reschedule: the ledger knows it before its webhook
+        comes, so the appointment's next EHR change goes to it, not to the cancelled one."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self.ledger.appt(key) + ":ehr-moved", old_uid, new_uid)
+        pipe.sadd(self.ledger.appt(key) + ":uids", new_uid)
+        pipe.set(self.ledger.uid_key(new_uid), key)
+        pipe.execute()
+
+    def _latest_uid(self, key: str, uid: str) -> str:
+        """`uid`, followed through the reschedules the bridge made for the EHR."""
+        moved = self.ledger.appt(key) + ":ehr-moved"
+        for _ in range(50):  # bounded: a cycle cannot hang us
+            nxt = self.r.hget(moved, uid)
+            if not nxt:
+                break
+            uid = nxt.decode()
+        return uid
 
     # records --------------------------------------------------------------------------------
     def _save(self, change: EhrChange, *, reason: str, email: str) -> None:
         secret = self.cipher.encrypt(json.dumps({"reason": reason, "email": email}).encode())
         self.r.hset(self._change_key(change.id), mapping={
             "change": json.dumps(asdict(change)), "secret": secret})
-        self.r.expire(self._change_key(change.id), 90 * 86400)
+        self.r.expire(self._change_key(change.id), CHANGE_TTL_SECONDS)
 
     def _update(self, change: EhrChange) -> None:
         self.r.hset(self._change_key(change.id), "change", json.dumps(asdict(change)))
@@ -226,44 +335,26 @@ class OwnAppointments:
                            "target": change.target})
         return dl_id
 
-    def _last_event(self, key: str) -> AppointmentEvent | None:
-        event_id = self.r.hget(self.ledger.appt(key), "last_event_id")
-        if not event_id:
+    def _booking(self, key: str) -> tuple[AppointmentEvent, AppointmentEvent] | None:
+        """The appointment's last event and its last booking event (the one with its uid, times
+        and attendee: a no-show event carries none of them), or None."""
+        appt = self.r.hmget(self.ledger.appt(key), "last_event_id", "booking_event_id")
+        ids = [v.decode() for v in appt if v]
+        if not ids:
             return None
+        last = self._event(key, ids[0])
+        base = self._event(key, ids[-1]) if len(ids) > 1 and ids[1] != ids[0] else last
+        if last is None or base is None:
+            return None
+        return last, base
+
+    def _event(self, key: str, event_id: str) -> AppointmentEvent | None:
         try:
-            stored = self.store.get(event_id.decode())
+            stored = self.store.get(event_id)
             if stored is None:
                 return None
-            return normalise(event_id.decode(), parse_body(stored.body), self.ledger.resolve)
+            return normalise(event_id, parse_body(stored.body), self.ledger.resolve)
         except (DecryptError, PayloadError) as exc:  # retention or a bad body: nothing to act on
-            log.warning("last event of an appointment unreadable: %s", exc.__class__.__name__,
+            log.warning("an event of an appointment is unreadable: %s", exc.__class__.__name__,
                         extra={"appointment_key": key})
             return None
-
-
-def _action(event: str, state: str) -> str | None:
-    if state == "cancelled":
-        return "cancel"
-    if state == "noshow":
-        return "no_show"
-    if event == "S13" and state.startswith("booked|"):
-        return "reschedule"
-    return None  # S12/S14 and the rest: the echo, or nothing Cal.com needs
-
-
-def _calcom_has(last: AppointmentEvent, status: bytes | None, state: str) -> bool:
-    """Cal.com already shows what the EHR reports (e.g. both sides cancelled)."""
-    current = status.decode() if status else ""
-    if state == "cancelled":
-        return current in CANCELLED_STATUSES
-    if state == "noshow":
-        return current == "no_show" and bool(last.no_show)
-    return state == fingerprint("S13", last.start, last.end)
-
-
-def _iso(value: datetime | None) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else ""
-
-
-def _parse(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))

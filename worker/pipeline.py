@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from adapters.calcom import api as calcom_api
 from adapters.calcom.payload import normalise, parse_body
+from core import clock
 from core.crypto import DecryptError
 from core.deliveries import Delivery, control_id_for
 from core.errors import PayloadError
@@ -129,7 +129,7 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
                 targets.append(d.target)
         # wake again what waits on its uids (the first run may have died before re-queueing)
         uids = [event.uid] + ([event.previous_uid] if event.previous_uid else [])
-        woken = ledger.wake(uids, rt.store.keys.unprocessed, repr(time.time()))
+        woken = ledger.wake(uids, rt.store.keys.unprocessed, repr(clock.now()))
         return "accepted", targets, woken, snap.appointment.get("last_event_id") == eid
 
     appt, uids = snap.appointment, snap.uids
@@ -137,7 +137,7 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
     if event.kind is EventKind.NO_SHOW and not appt:
         needed = event.uid
     if needed and needed not in uids and not force:
-        deadline = time.time() + rt.settings.delivery.order_wait_seconds
+        deadline = clock.now() + rt.settings.delivery.order_wait_seconds
         if ledger.park(key, needed, eid, deadline, event_hash=rt.store.keys.event(eid),
                        unprocessed=rt.store.keys.unprocessed):
             log.info("predecessor arrived while parking: again", extra=ctx)
@@ -272,7 +272,7 @@ def expire_wait(rt: Runtime, event_id: str) -> bool:
     key = stored.appointment_key if stored else ""
     needed = rt.redis.hget(rt.store.keys.event(event_id), "waiting_for")
     if needed and rt.ledger.is_known_to(key, needed.decode()):  # it came; the wake-up was lost
-        rt.ledger.wake([needed.decode()], rt.store.keys.unprocessed, repr(time.time()))
+        rt.ledger.wake([needed.decode()], rt.store.keys.unprocessed, repr(clock.now()))
         rt.reprocess(event_id, False)
         return False
     dl_id = rt.deadletters.add(

@@ -8,8 +8,9 @@ after their period. Open dead letters and events still in flight are never touch
 from __future__ import annotations
 
 import logging
-import time
 
+from core import clock
+from core.ehr_echo import EhrEchoLedger
 from core.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ SCAN_LIMIT = 50_000  # events looked at per run; the next run continues
 
 
 def purge(rt: Runtime, now: float | None = None) -> dict[str, int]:
-    now = now or time.time()
+    now = now or clock.now()
     cfg = rt.settings.retention
     body_cutoff = now - cfg.event_body_days * 86400
     bodies = looked = 0
@@ -40,7 +41,10 @@ def purge(rt: Runtime, now: float | None = None) -> dict[str, int]:
         bodies += 1
     letters = _purge_dead_letters(rt, now - cfg.closed_dead_letter_days * 86400)
     rt.conflicts.purge_ended(rt.settings.providers, now)
-    rt.redis.ltrim(rt.audit.key, 0, cfg.audit_entries - 1)
+    echoes = EhrEchoLedger(rt.redis, rt.settings.key_prefix)
+    for target in rt.settings.targets:  # filler ids of appointments long gone
+        echoes.prune_fillers(target.name, now=now)
+    rt.audit.trim(cfg.audit_days * 86400, cfg.audit_entries, now)
     if bodies or letters:
         rt.audit.record("system", "retention.purge", "retention", event_bodies=bodies,
                         dead_letters=letters)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 
 import redis
 from celery import Celery, Task
 
+from core import clock
 from core.config import Settings
 from core.runtime import Runtime
 from worker import delivery, pipeline
@@ -87,7 +87,7 @@ def run_reconcile(rt: Runtime) -> dict:
 
 def sweep(rt: Runtime) -> dict:
     """Beat: wake due queues, expire order waits, and rescue work a dead worker left behind."""
-    now = time.time()
+    now = clock.now()
     woke = expired = rescued = resent = 0
     # first: events parked on a uid that is known now (their wake-up was lost), so that none
     # of them expires below as "predecessor missing"

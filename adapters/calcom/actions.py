@@ -2,7 +2,8 @@
 
 `POST /v2/bookings/{uid}/reschedule` `{start, reschedulingReason}` (answers the new booking),
 `POST /v2/bookings/{uid}/cancel` `{cancellationReason}`,
-`POST /v2/bookings/{uid}/mark-absent` `{attendees: [{email, absent: true}]}`.
+`POST /v2/bookings/{uid}/mark-absent` `{attendees: [{email, absent: true}]}`;
+`GET /v2/bookings/{uid}` to see whether an earlier try already took (a timeout is no "no").
 Cal.com tells the patient and sends its usual webhook back.
 """
 
@@ -40,12 +41,29 @@ class BookingActions:
         self._post(f"/bookings/{booking_uid}/mark-absent",
                    {"attendees": [{"email": attendee_email, "absent": True}]})
 
+    def get(self, booking_uid: str) -> dict[str, object]:
+        """The booking as Cal.com has it now (status, start, rescheduledToUid, attendees)."""
+        try:
+            resp = self.session.get(f"{self.settings.api_url}/bookings/{booking_uid}",
+                                    timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise CalcomApiError(f"Cal.com API unreachable: {exc.__class__.__name__}") from None
+        data = self._data(resp)
+        if not isinstance(data, dict):
+            raise CalcomApiError("Cal.com API answer is not one booking", resp.status_code,
+                                 transient=False)
+        return data
+
     def _post(self, path: str, body: dict[str, object]) -> object:
         try:
             resp = self.session.post(f"{self.settings.api_url}{path}", json=body,
                                      timeout=self.timeout)
         except requests.RequestException as exc:
             raise CalcomApiError(f"Cal.com API unreachable: {exc.__class__.__name__}") from None
+        return self._data(resp)
+
+    @staticmethod
+    def _data(resp: requests.Response) -> object:
         if resp.status_code in (200, 201):
             try:
                 return resp.json().get("data")

@@ -11,7 +11,6 @@ Which event type: `calcom.blocker_event_type_id`, else `calcom.blocker_event_typ
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -19,6 +18,7 @@ import redis
 import requests
 
 from adapters.calcom.http import CalcomApiError, api_session
+from core import clock
 from core.config import CalcomSettings, ProviderSettings
 from core.models import AppointmentEvent, EventKind
 
@@ -66,7 +66,7 @@ def expect_create(r: redis.Redis, prefix: str, provider: ProviderSettings, start
 def created(r: redis.Redis, prefix: str, provider: ProviderSettings, start: datetime,
             end: datetime, booking_uid: str, block_uid: str) -> None:
     """Cal.com answered with the booking uid: from now on the uid identifies the echo."""
-    ttl = max(MIN_UID_TTL, int(end.timestamp() - time.time()) + MIN_UID_TTL)
+    ttl = max(MIN_UID_TTL, int(end.timestamp() - clock.now()) + MIN_UID_TTL)
     pipe = r.pipeline()
     pipe.set(_uid_key(prefix, booking_uid), block_uid, ex=ttl)
     pipe.delete(_slot_key(prefix, provider.calcom_user, start))

@@ -7,6 +7,7 @@ Both shapes are handled: the wrapped `{triggerEvent, createdAt, payload}` and th
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +35,9 @@ class WebhookBody:
         return self.trigger in TRIGGER_KINDS
 
 
+_TRIGGER_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
 def parse_body(raw: bytes) -> WebhookBody:
     """Parse and check a raw body. Raises PayloadError with 400 or 422 and a clear reason."""
     try:
@@ -41,11 +45,17 @@ def parse_body(raw: bytes) -> WebhookBody:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"body is not valid JSON: {exc.__class__.__name__} at "
                            f"position {getattr(exc, 'pos', 0)}", 400) from None
+    except (ValueError, RecursionError) as exc:  # a number too long, nesting too deep
+        raise PayloadError(f"body is not acceptable JSON: {exc.__class__.__name__}", 400) \
+            from None
     if not isinstance(data, dict):
         raise PayloadError("body must be a JSON object", 400)
     trigger = data.get("triggerEvent")
     if not isinstance(trigger, str) or not trigger:
         raise PayloadError("missing field: triggerEvent", 422)
+    if not _TRIGGER_NAME.fullmatch(trigger):  # it is stored and logged as text
+        raise PayloadError("field triggerEvent is not a trigger name ([A-Z0-9_], at most 64)",
+                           422)
     flat = "payload" not in data
     payload = data if flat else data.get("payload")
     if not isinstance(payload, dict):
@@ -98,6 +108,8 @@ def _parse_time(value: Any, name: str) -> datetime:
         raise PayloadError(f"field {name} is not an ISO 8601 time", 422) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)  # Cal.com sends UTC
+    if not 1900 <= parsed.year <= 2999:  # also keeps zone arithmetic from overflowing
+        raise PayloadError(f"field {name} is outside the years 1900-2999", 422)
     return parsed.astimezone(UTC)
 
 
@@ -163,7 +175,8 @@ def normalise(
     )
     responses_raw = p.get("responses") if isinstance(p.get("responses"), dict) else {}
     responses = {k: _value(v) for k, v in responses_raw.items()}
-    for k, v in (p.get("userFieldsResponses") or {}).items():
+    extra = p.get("userFieldsResponses")
+    for k, v in (extra if isinstance(extra, dict) else {}).items():
         responses.setdefault(k, _value(v))
     first = _patient(p, responses, organizer.email)
     name = _str(first.get("name") or responses.get("name"))
@@ -206,7 +219,7 @@ def normalise(
         location=_str(p.get("location")),
         event_type_id=p.get("eventTypeId"),
         event_type_slug=_str(p.get("type")),
-        event_title=_str(p.get("eventTitle") or p.get("title")),
+        event_title=_str(p.get("eventTitle")),  # the event type's; the booking title is PHI
         team=_str(team.get("name")) if isinstance(team, dict) else "",
         notes=_booker_notes(p, responses),
         cancellation_reason=_str(p.get("cancellationReason") or p.get("rejectionReason")),
@@ -222,7 +235,7 @@ def _no_show(event_id: str, body: WebhookBody,
     saw no guest join): the booking it names, and whether its attendees are absent."""
     p = body.payload
     uid = str(p["bookingUid"])
-    flags = [bool(a.get("noShow")) for a in p.get("attendees", []) if isinstance(a, dict)]
+    flags = [bool(a.get("noShow")) for a in _list(p.get("attendees")) if isinstance(a, dict)]
     if not flags and body.trigger == "AFTER_GUESTS_CAL_VIDEO_NO_SHOW":
         flags = [True]  # the trigger itself says no guest joined
     return AppointmentEvent(
@@ -237,11 +250,12 @@ def _no_show(event_id: str, body: WebhookBody,
 def _patient(p: dict[str, Any], responses: dict[str, Any], organizer_email: str) -> dict:
     """The attendee who booked: the one with the booker's e-mail, else the first who is not staff
     (Cal.com lists a team event's co-host among the attendees of a cancel)."""
-    attendees = [a for a in p.get("attendees") or [] if isinstance(a, dict)]
+    raw = p.get("attendees")
+    attendees = [a for a in (raw if isinstance(raw, list) else []) if isinstance(a, dict)]
     booker = _str(responses.get("email")).lower()
     team = p.get("team") if isinstance(p.get("team"), dict) else {}
     staff = {organizer_email.lower()} | {_str(m.get("email")).lower()
-                                         for m in team.get("members") or [] if isinstance(m, dict)}
+                                         for m in _list(team.get("members")) if isinstance(m, dict)}
     for wanted in (lambda e: booker and e == booker, lambda e: e not in staff):
         for a in attendees:
             if wanted(_str(a.get("email")).lower()):
@@ -257,6 +271,10 @@ def _booker_notes(p: dict[str, Any], responses: dict[str, Any]) -> str:
 
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
 
 
 def _text_or_none(value: Any) -> str | None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -22,6 +23,7 @@ from adapters.fhir.mapping import (
     patient_identifier,
     search_token,
 )
+from core import clock
 from core.config import TargetSettings
 from core.models import AppointmentEvent, DeliveryResult
 from core.redact import MASK, redact_text
@@ -93,7 +95,7 @@ class FhirClient:
             return f"Patient/{ids[0]}"
         # none or several: let the server decide atomically (several -> 412, dead letter)
         resp = self._call("POST", "Patient", "patient_create", phi, json=build_patient(event, profile),
-                          headers={"If-None-Exist": f"identifier={token}"})
+                          headers={"If-None-Exist": "identifier=" + quote(token, safe=":/|")})
         patient_id = _resource_id(resp, "Patient")
         if not patient_id:
             raise _Failed(DeliveryResult(ok=False, status_code=resp.status_code,
@@ -140,9 +142,11 @@ class FhirClient:
             data = {"grant_type": "client_credentials", "client_id": self.target.client_id,
                     "client_secret": self.target.client_secret}
             try:
+                # never follow a redirect: a 307 would re-post client_secret to another host
                 resp = self.session.post(self.target.token_url, data=data, timeout=self.timeout,
                                          verify=self.verify, cert=self.cert,
-                                         headers={"Accept": "application/json"})
+                                         headers={"Accept": "application/json"},
+                                         allow_redirects=False)
             except requests.RequestException as exc:
                 raise _Failed(_network_failure(f"{step}: token", exc)) from None
             body = _json(resp) if resp.ok else None
@@ -242,7 +246,7 @@ def _retry_after(resp: requests.Response) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+    return max((when - clock.now_utc()).total_seconds(), 0.0)
 
 
 def _resource_id(resp: requests.Response, resource_type: str) -> str | None:

@@ -25,6 +25,9 @@ CANCEL_REASON_SYSTEM = "http://terminology.hl7.org/CodeSystem/appointment-cancel
 PARTICIPATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 ID_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0203"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# FHIR `string` is [ \r\n\t\S]+: other C0 controls and lone surrogates make a resource invalid
+_NOT_FHIR_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+_SEARCH_SPECIAL = re.compile(r"([\\|,$])")
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,24 @@ def patient_identifier(event: AppointmentEvent, profile: FhirProfile) -> tuple[s
 
 
 def search_token(system: str, value: str) -> str:
-    """`system|value` for `identifier=` searches and conditional requests."""
-    return f"{system}|{value}"
+    """`system|value` for `identifier=` searches and conditional requests; `\\ | , $` inside
+    either part are escaped (R4 search.html#escaping), so `A,B` is one value, not A or B."""
+    return f"{_search_escape(system)}|{_search_escape(value)}"
+
+
+def _search_escape(part: str) -> str:
+    return _SEARCH_SPECIAL.sub(r"\\\1", part)
+
+
+def fhir_text(value: Any) -> Any:
+    """Every string in a resource made a valid FHIR string (bad characters become U+FFFD)."""
+    if isinstance(value, str):
+        return _NOT_FHIR_TEXT.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {k: fhir_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fhir_text(v) for v in value]
+    return value
 
 
 def build_appointment(event: AppointmentEvent, profile: FhirProfile,
@@ -104,7 +123,7 @@ def build_appointment(event: AppointmentEvent, profile: FhirProfile,
     if profile.allow_notes and event.notes:
         resource["comment"] = event.notes
     resource["participant"] = _participants(event, profile, provider, patient_ref)
-    return without_empty(resource)
+    return without_empty(fhir_text(resource))
 
 
 def build_patient(event: AppointmentEvent, profile: FhirProfile) -> dict[str, Any]:
@@ -136,7 +155,7 @@ def build_patient(event: AppointmentEvent, profile: FhirProfile) -> dict[str, An
     dob = event.response(profile.patient.dob_field)
     if _DATE.match(dob):  # anything else would make the whole resource invalid
         patient["birthDate"] = dob
-    return without_empty(patient)
+    return without_empty(fhir_text(patient))
 
 
 def _text(value: Any) -> str:

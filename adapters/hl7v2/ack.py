@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 from adapters.hl7v2.charset import decode_message
 from adapters.hl7v2.escape import escape
+from core import clock
 from core.config import TargetSettings
 from core.models import DeliveryResult
 
@@ -119,7 +120,7 @@ def build_ack(message: str, code: str, *, text: str = "", error_code: str = "",
         return fields[i] if len(fields) > i else ""
 
     event = f(8).split("^")[1] if "^" in f(8) else ""
-    when = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
+    when = (now or clock.now_utc()).strftime("%Y%m%d%H%M%S")
     out = ["|".join(["MSH", "^~\\&", f(4), f(5), f(2), f(3), when, "",
                      f"ACK^{event}^ACK" if event else "ACK", control_id or f"ACK{when}",
                      f(10) or "P", f(11) or "2.5.1"]),

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
+from core import clock
 from core.config import TargetSettings
 from core.models import DeliveryResult
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class FileDropTransport:
@@ -20,15 +23,20 @@ class FileDropTransport:
         return next(iter(self.folder.glob(f"*_{control_id}.hl7")), None)
 
     def send(self, wire: bytes, control_id: str) -> DeliveryResult:
+        if not _SAFE_NAME.fullmatch(control_id):  # it names the file: no path or glob parts
+            return DeliveryResult(ok=False, transient=False,
+                                  detail="file_name_refused: control id is not [A-Za-z0-9_-]")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             done = self.existing(control_id)
             if done is not None:  # an earlier attempt got as far as the rename
                 return DeliveryResult(ok=True, detail="file already written", remote_id=done.name)
-            stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
+            stamp = clock.now_utc().strftime("%Y%m%d%H%M%S%f")
             final = self.folder / f"{stamp}_{control_id}.hl7"
             tmp = self.folder / f".{control_id}.{os.getpid()}.{time.monotonic_ns()}.tmp"
-            with open(tmp, "wb") as fh:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.target.file_mode)
+            with open(fd, "wb") as fh:
+                os.fchmod(fh.fileno(), self.target.file_mode)  # whatever the umask says
                 fh.write(wire)
                 fh.flush()
                 os.fsync(fh.fileno())

@@ -29,6 +29,10 @@ _UNITS = {"s": 1, "sec": 1, "second": 1, "seconds": 1, "min": 60, "m": 60, "mi":
 _RESOURCE_TIMES = {"AIP": (6, 9, 10), "AIG": (8, 11, 12), "AIS": (4, 7, 8), "AIL": (6, 9, 10)}
 
 
+MIN_YEAR, MAX_YEAR = 1900, 2999  # appointment times; outside, UTC arithmetic can overflow
+MAX_DURATION_SECONDS = 366 * 86400
+
+
 class InboundError(ValueError):
     """The message cannot be used. `ack_code` AE (content) or AR (reject); HL7 table 0357 code."""
 
@@ -111,6 +115,8 @@ def parse_time(value: str, zone: tzinfo, name: str) -> datetime:
                         int(second or 0), tzinfo=UTC)  # the wall-clock time; zone applied below
     except ValueError:
         raise InboundError("AE", "102", f"{name} is not a valid date/time") from None
+    if not MIN_YEAR <= wall.year <= MAX_YEAR:  # never parses: AE, not "send again later"
+        raise InboundError("AE", "102", f"{name} is outside the years {MIN_YEAR}-{MAX_YEAR}")
     if offset:
         sign = 1 if offset[0] == "+" else -1
         delta = timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5]))
@@ -127,6 +133,8 @@ def _duration(m: _Message, amount: str, units: str, name: str) -> timedelta | No
     except ValueError:
         raise InboundError("AE", "102", f"{name} is not a number") from None
     factor = _UNITS.get(m.comp_of(units).lower(), 60) if units else 60
+    if not 0 <= value * factor <= MAX_DURATION_SECONDS:  # also NaN and infinity
+        raise InboundError("AE", "102", f"{name} is not a duration up to a year")
     return timedelta(seconds=value * factor)
 
 

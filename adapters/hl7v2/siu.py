@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from adapters.hl7v2.charset import codec_for
-from adapters.hl7v2.escape import components, escape
+from adapters.hl7v2.escape import components, escape, escape_text
 from adapters.hl7v2.profile import SiuProfile
 from core.errors import MappingError
 from core.lookup import find_event_type, find_location, find_provider
@@ -61,14 +61,16 @@ def build_siu(event: AppointmentEvent, profile: SiuProfile, *, message_event: st
         f"TQ1|1||||||{start}|{end}|||||{minutes}^min",
     ]
     if profile.allow_notes and event.notes:
-        segments.append(f"NTE|1|P|{escape(event.notes)}")
+        segments.append(f"NTE|1|P|{escape_text(event.notes)}")
     segments.append(_pid(event, profile))
     segments.append("RGS|1|A")
     etype = find_event_type(profile.event_types, event)
     if etype:
-        service = f"{components(etype.code)}^{escape(etype.name or event.event_title)}^99CALEHR"
-    else:
-        service = f"{escape(event.event_type_slug or 'CALCOM')}^{escape(event.event_title)}^99CALCOM"
+        service = f"{components(etype.code)}^{escape(etype.name or etype.code)}^99CALEHR"
+    else:  # the booking's title names the patient: never a code or label (event_title is
+        # the event type's title, never the booking's)
+        slug = event.event_type_slug or "CALCOM"
+        service = f"{escape(slug)}^{escape(event.event_title or slug)}^99CALCOM"
     segments.append(f"AIS|1|A|{service}|{start}|||{minutes}|min||{escape(status)}")
     loc = find_location(profile.locations, event)
     if loc:

@@ -35,6 +35,10 @@ def register_console(app: Flask, settings: Settings, make_runtime: RuntimeFactor
         SESSION_COOKIE_SECURE=settings.console.secure_cookies,
         PERMANENT_SESSION_LIFETIME=timedelta(minutes=settings.console.session_minutes),
     )
+    if settings.console.trusted_proxy_hops:  # the login throttle needs the real client address
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.console.trusted_proxy_hops)
     app.extensions["calehr_console"] = ConsoleContext.build(settings, make_runtime)
     install_filters(app)
     if settings.oidc.issuer:

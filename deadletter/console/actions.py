@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
 
+from core import clock
 from core.deadletters import PERSON_STAGES
 from deadletter.console.auth import ConsoleUser, current_user, requires
 from deadletter.console.blueprint import console_bp
@@ -146,7 +146,7 @@ def bulk_replay_job(job_id: str) -> Any:
     job = _load_job(job_id)
     states = ctx.jobs.dead_letter_states(job_id, ctx.runtime.deadletters)
     in_flight = states.get("replayed", 0)
-    recently_done = job.state == "done" and time.time() - job.finished_at < 600
+    recently_done = job.state == "done" and clock.now() - job.finished_at < 600
     refresh = (job.state == "running" and not job.stalled) or (recently_done and in_flight > 0)
     return render_template("console/job.html", job=job, states=states, in_flight=in_flight,
                            refusals=ctx.jobs.refusals(job_id), refresh=refresh)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 from flask import abort, g, redirect, render_template, request, session, url_for
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from core import clock
 from deadletter.console.blueprint import console_bp
 from deadletter.console.context import console
 from deadletter.console.sessions import SessionRecord
@@ -75,8 +75,9 @@ def csrf_token() -> str:
 
 
 def _token_ok(expected: str | None) -> bool:
-    sent = request.form.get("csrf_token", "")
-    return bool(expected) and bool(sent) and hmac.compare_digest(sent, str(expected))
+    sent = request.form.get("csrf_token", "")  # bytes: compare_digest refuses non-ASCII str
+    return bool(expected) and bool(sent) and hmac.compare_digest(
+        sent.encode("utf-8", "replace"), str(expected).encode("utf-8", "replace"))
 
 
 def _session_user(record: SessionRecord | None) -> ConsoleUser | None:
@@ -93,6 +94,7 @@ def _session_user(record: SessionRecord | None) -> ConsoleUser | None:
 @console_bp.before_request
 def load_user_and_check_csrf() -> Any:
     g.console_user = None
+    request.max_content_length = console().settings.console.max_request_bytes  # 413 unread
     session_id = session.get("sid")
     if session_id:
         g.console_user = _session_user(console().sessions.touch(session_id))
@@ -127,6 +129,8 @@ def _safe_next(target: str | None) -> str:
     default = url_for("console.dead_letter_list")
     if not target:
         return default
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in target):  # CR LF would split Location
+        return default
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not parts.path.startswith("/console/") \
             or target.startswith("//") or "\\" in target:
@@ -153,17 +157,20 @@ def login() -> Any:
     username = request.form.get("username", "").strip()[:100]
     password = request.form.get("password", "")
     next_url = request.form.get("next", "")
-    if ctx.throttle.blocked(username):
-        ctx.audit.record(f"console:{username}", "console.login_blocked", "console")
-        return render_template("console/login.html", next=next_url,
-                               error="Too many failed attempts. Wait 15 minutes."), 429
+    address = request.remote_addr or "unknown"
+    verdict = ctx.throttle.attempt(username, address)
+    if not verdict.allowed:
+        ctx.audit.login_failed(username, address, ctx.throttle.forget_after, blocked=True)
+        wait = verdict.retry_after_header
+        return render_template("console/login.html", next=next_url, error="Too many failed "
+                               f"attempts from here. Try again in {wait} s."), 429, \
+            {"Retry-After": wait}
     user = ctx.user(username)
     if not _password_ok(user.password_hash if user else None, password) or user is None:
-        ctx.throttle.failed(username)
-        ctx.audit.record(f"console:{username}", "console.login_failed", "console")
+        ctx.audit.login_failed(username, address, ctx.throttle.forget_after)
         return render_template("console/login.html", next=next_url,
                                error="Wrong user name or password."), 401
-    ctx.throttle.succeeded(username)
+    ctx.throttle.succeeded(username, address)
     session.clear()  # a fresh session id on login: no fixation
     session.permanent = True
     session["sid"] = ctx.sessions.create(user.username)
@@ -182,5 +189,5 @@ def logout() -> Any:
     session.clear()
     if user is not None:
         ctx.audit.record(user.actor, "console.logout", "console",
-                                 minutes=round((time.time() - user.login_at) / 60, 1))
+                                 minutes=round((clock.now() - user.login_at) / 60, 1))
     return redirect(url_for("console.login"))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
+from core import clock
 from deadletter.console.templating import utc_time
 
 BUCKET_SECONDS = (10, 30, 60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
@@ -54,7 +54,7 @@ def failure_chart(times: list[float], since: float | None = None, until: float |
                   max_bars: int = 48, min_bars: int = 12) -> FailureChart | None:
     if not times:
         return None
-    end = until if until is not None else max(max(times), time.time())
+    end = until if until is not None else max(max(times), clock.now())
     start = since if since is not None else min(times)
     span = max(end - start, 60.0)
     bucket = next((b for b in BUCKET_SECONDS if span / b <= max_bars), BUCKET_SECONDS[-1])

@@ -14,7 +14,8 @@ from core.redis_client import make_redis
 from core.runtime import Runtime, RuntimeFactory
 from core.users import UserStore
 from deadletter.console.jobs import BulkReplayJobs
-from deadletter.console.sessions import LoginThrottle, SessionStore
+from deadletter.console.sessions import SessionStore
+from deadletter.console.throttle import LoginThrottle
 
 
 @dataclass
@@ -32,10 +33,12 @@ class ConsoleContext:
     @classmethod
     def build(cls, settings: Settings, make_runtime: RuntimeFactory) -> ConsoleContext:
         client = make_redis(settings)
-        prefix = settings.key_prefix
+        prefix, cfg = settings.key_prefix, settings.console
+        throttle = LoginThrottle(client, prefix, cfg.login_free_attempts,
+                                 cfg.login_base_delay_seconds, cfg.login_max_delay_seconds)
         return cls(settings=settings, redis=client,
                    sessions=SessionStore(client, prefix, settings.console.session_minutes * 60),
-                   throttle=LoginThrottle(client, prefix), jobs=BulkReplayJobs(client, prefix),
+                   throttle=throttle, jobs=BulkReplayJobs(client, prefix),
                    audit=AuditLog(client, prefix), make_runtime=make_runtime)
 
     @property

@@ -11,13 +11,13 @@ import json
 import logging
 import secrets
 import threading
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
 
 import redis
 
+from core import clock
 from core.deadletters import DeadLetterStore
 from core.runtime import Runtime
 from deadletter.replay import ReplayError, replay
@@ -46,7 +46,7 @@ class BulkReplayJob:
 
     @property
     def stalled(self) -> bool:
-        return self.state == "running" and time.time() - self.updated_at > STALLED_AFTER
+        return self.state == "running" and clock.now() - self.updated_at > STALLED_AFTER
 
 
 class BulkReplayJobs:
@@ -59,7 +59,7 @@ class BulkReplayJobs:
 
     def create(self, actor: str, ids: list[str], filters: dict[str, str]) -> str:
         job_id = "job_" + uuid.uuid4().hex[:12]
-        now = repr(time.time())
+        now = repr(clock.now())
         pipe = self.r.pipeline()
         pipe.hset(self._k(job_id), mapping={
             "id": job_id, "actor": actor, "state": "running" if ids else "done",
@@ -119,7 +119,7 @@ class BulkReplayJobs:
         pipe = self.r.pipeline()
         pipe.lrem(self._k(job_id, "doing"), 1, dl_id)
         pipe.hincrby(self._k(job_id), "refused" if error else "replayed", 1)
-        pipe.hset(self._k(job_id), "updated_at", repr(time.time()))
+        pipe.hset(self._k(job_id), "updated_at", repr(clock.now()))
         if error:
             pipe.rpush(self._k(job_id, "refusals"), json.dumps({"id": dl_id, "error": error}))
             pipe.expire(self._k(job_id, "refusals"), KEEP_SECONDS)
@@ -128,7 +128,7 @@ class BulkReplayJobs:
     def finish(self, job_id: str, token: str) -> None:
         if self.r.llen(self._k(job_id, "todo")) or self.r.llen(self._k(job_id, "doing")):
             return
-        now = repr(time.time())
+        now = repr(clock.now())
         self.r.hset(self._k(job_id), mapping={"state": "done", "finished_at": now,
                                               "updated_at": now})
         if (self.r.get(self._k(job_id, "runner")) or b"").decode() == token:

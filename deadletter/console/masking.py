@@ -31,6 +31,7 @@ FIELD_RULES: dict[tuple[str, int], int] = {
     ("AIP", 3): 2, ("AIG", 3): 2,
     ("MSA", 3): 1, ("ERR", 7): 1, ("ERR", 8): 1,  # free text from the EHR
 }
+CONFIGURED_SERVICE = "99CALEHR"  # AIS-3 coding system of a configured event type
 # appointment ids (an iCalUID looks like an e-mail address): never masked
 ID_FIELDS = frozenset({("SCH", 1), ("SCH", 2), ("SCH", 26), ("SCH", 27)})
 
@@ -82,6 +83,8 @@ def _mask_segment(line: str, fs: str, cs: str, rs: str, ss: str) -> str:
             continue
         # patient segments: everything but the set id; elsewhere: the field rules
         first = (2 if n == 1 else 1) if name in PATIENT_SEGMENTS else FIELD_RULES.get((name, n), 0)
+        if (name, n) == ("AIS", 3) and fields[n].split(cs)[2:3] != [CONFIGURED_SERVICE]:
+            first = 2  # not from [[event_types]]: older messages put the booking title here
         fields[n] = _mask_field(fields[n], first, cs, rs, ss)
     return fs.join(fields)
 

@@ -1,4 +1,4 @@
-"""Server-side console sessions in Redis, and a throttle on failed logins.
+"""Server-side console sessions in Redis (the login throttle is in throttle.py).
 
 The browser holds only a random session id (inside Flask's signed cookie); Redis holds
 the user name and the CSRF token under a hash of that id, with an idle timeout. Logout
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 from dataclasses import dataclass
 
 import redis
+
+from core import clock
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class SessionStore:
         key = self.key(session_id)
         pipe = self.r.pipeline()
         pipe.hset(key, mapping={"username": username, "csrf": secrets.token_urlsafe(32),
-                                "created_at": repr(time.time()), "role": role})
+                                "created_at": repr(clock.now()), "role": role})
         pipe.expire(key, self.idle_seconds)
         pipe.execute()
         return session_id
@@ -55,28 +56,3 @@ class SessionStore:
 
     def delete(self, session_id: str) -> None:
         self.r.delete(self.key(session_id))
-
-
-class LoginThrottle:
-    """At most `max_failures` wrong passwords per user name per window."""
-
-    def __init__(self, client: redis.Redis, prefix: str, max_failures: int = 10,
-                 window_seconds: int = 900) -> None:
-        self.r = client
-        self.p = f"{prefix}:console:login-failures"
-        self.max_failures = max_failures
-        self.window_seconds = window_seconds
-
-    def _key(self, username: str) -> str:
-        return f"{self.p}:{hashlib.sha256(username.lower().encode()).hexdigest()[:32]}"
-
-    def blocked(self, username: str) -> bool:
-        return int(self.r.get(self._key(username)) or 0) >= self.max_failures
-
-    def failed(self, username: str) -> None:
-        key = self._key(username)
-        if int(self.r.incr(key)) == 1:
-            self.r.expire(key, self.window_seconds)
-
-    def succeeded(self, username: str) -> None:
-        self.r.delete(self._key(username))

@@ -70,3 +70,18 @@ def test_a_no_show_alone_says_what_it_needs(settings, capsys):
     assert run_map(settings, [FIXTURES / "BOOKING_NO_SHOW_UPDATED.json"], None) == 2
     err = capsys.readouterr().err
     assert "qnGnk2ny5q43bExHjgVgdy" in err and "calehr map BOOKING.json NO_SHOW.json" in err
+
+
+def test_sch_2_carries_the_filler_id_the_bridge_learned(tmp_path, redis_url, rclient, capsys):
+    from core.ehr_echo import EhrEchoLedger, Filler
+
+    text = config_text(tmp_path / "outbox", extra_targets=praxis_nord(tmp_path / "praxis"),
+                       routes='[[routes]]\ntargets = ["praxis"]\n')
+    settings = Settings.from_toml(text, {"REDIS_URL": redis_url})
+    created = FIXTURES / "BOOKING_CREATED.json"
+    assert run_map(settings, [created], None) == 0
+    assert segments(capsys.readouterr().out, "SCH")[0].split("|")[2] == ""  # not known yet
+    EhrEchoLedger(rclient).record_filler("b8nxY3NhrSVA36YRNA8SpK", "praxis",
+                                         Filler("E-7781", "EHR"))
+    assert run_map(settings, [created], None) == 0
+    assert segments(capsys.readouterr().out, "SCH")[0].split("|")[2] == "E-7781^EHR"

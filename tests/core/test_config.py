@@ -110,3 +110,20 @@ def test_ack_mode_echoes_and_fhir_id_parse(tmp_path: Path):
     assert s.providers[0].fhir_id == "prac-1"
     default = load(config_text(tmp_path)).target("files")
     assert (default.ack_mode, default.ehr_echoes) == ("original", True)
+def test_console_secret_key_and_password_hashes_must_be_strong(tmp_path):
+    """Issue 17 finding 7: a short session key or a weak hash refuses to start."""
+    from werkzeug.security import generate_password_hash
+
+    def users(secret: str, pw_hash: str) -> str:
+        return (config_text(tmp_path / "out") + f'\n[console]\nsecret_key = "{secret}"\n'
+                f'\n[[users]]\nusername = "ada"\npassword_hash = "{pw_hash}"\nrole = "admin"\n')
+
+    good = generate_password_hash("a-long-password")
+    assert Settings.from_toml(users("k" * 32, good), {}).console.secret_key == "k" * 32
+    with pytest.raises(ConfigError, match="console.secret_key: at least 32"):
+        Settings.from_toml(users("k" * 31, good), {})
+    assert Settings.from_toml(users("k" * 32, generate_password_hash("x", "pbkdf2")), {})
+    for weak in ("pbkdf2:sha256:1000", "pbkdf2:sha1:2000000", "scrypt:1024:8:1",
+                 "scrypt:32768:1:1"):
+        with pytest.raises(ConfigError, match=r"users\[0\].password_hash: weaker"):
+            Settings.from_toml(users("k" * 32, generate_password_hash("x", weak)), {})

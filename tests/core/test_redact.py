@@ -22,3 +22,19 @@ def test_ids_durations_and_addresses_are_left_alone():
     assert redact_text(text) == text
     masked = redact_text("call 312.555.0147 or (312) 555-0147")
     assert "555" not in masked and masked.count(MASK) == 2
+
+
+def test_log_context_from_a_body_is_bounded():
+    """Issue 17 fuzz finding: a 5000-character iCalUID or trigger went whole into every log line."""
+    import json
+    import logging
+
+    from core.logging import MAX_CONTEXT_CHARS, JsonFormatter
+
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "webhook accepted", None, None)
+    record.trigger = "A" * 5000
+    record.appointment_key = "\x0b" + "B" * 5000
+    line = JsonFormatter().format(record)
+    data = json.loads(line)
+    assert len(data["trigger"]) == MAX_CONTEXT_CHARS and len(data["appointment_key"]) == 120
+    assert "\n" not in line and "\x0b" not in line  # JSON escapes control characters

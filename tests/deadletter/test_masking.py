@@ -49,3 +49,13 @@ def test_fhir_patient_values_are_masked_codes_and_times_stay():
 def test_unknown_format_is_masked_whole():
     assert mask_wire(b"Jordan Reyes, born 1984-03-09").startswith(MASK)
     assert "Jordan" not in mask_wire(b"{not json Jordan")
+
+
+def test_hl7_service_text_is_masked_for_viewers_and_its_code_kept():
+    # a message built before issue 17 carries the booking title in AIS-3
+    text = ("MSH|^~\\&|A|B|C|D|20260101||SIU^S12|X1|P|2.5.1\r"
+            "AIS|1|A|walk-in^Consult between Dr. Amina Okafor and Zelda Quartermaine^99CALCOM|"
+            "20261014100000\r")
+    line = mask_hl7(text).split("\n")[1]
+    assert "Quartermaine" not in line and "Okafor" not in line
+    assert line.startswith("AIS|1|A|walk-in^***")

@@ -99,6 +99,10 @@ def test_booked_appointment_blocks_and_cancelled_releases(web, rclient):
                                                           end="2030-05-06T10:30:00Z"), "PUT")
     assert moved.status_code == 200
     assert moved.json()["meta"]["versionId"] == "2" and moved.headers["ETag"] == 'W/"2"'
+    # versions are kept per resource as long as inbound messages (retention), not for ever
+    ttl = rclient.ttl("calehr:fhir-inbound:version:Appointment/appt-991")
+    assert 0 < ttl <= 30 * 86400  # retention.event_body_days
+    assert not rclient.exists("calehr:fhir-inbound:versions")
     assert busy_events(web)[uid]["start"] == datetime(2030, 5, 6, 10, 0, tzinfo=UTC)
     assert busy_events(web)[uid]["sequence"] == 1
 

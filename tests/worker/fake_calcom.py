@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -21,6 +22,7 @@ class FakeCalcom:
         self.rate_limit_next = 0
         self.retry_after_seconds = 120  # long enough that no test races it; tests clear it
         self.fail_next: list[int] = []  # statuses to answer the next POSTs with
+        self.slow_next: list[threading.Event] = []  # next POSTs: done, answered once it is set
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -78,6 +80,11 @@ class FakeCalcom:
                 if not m:
                     return self._send(404, {"status": "error"})
                 status, data = outer.act(m.group(1), m.group(2), body)
+                if outer.slow_next:  # applied, but the answer waits (a client timeout)
+                    outer.slow_next.pop(0).wait(30)
+                    with contextlib.suppress(OSError):  # the client may have gone
+                        self._send(status, {"status": "success", "data": data})
+                    return None
                 self._send(status, {"status": "success" if status < 300 else "error", "data": data})
 
             def _one(self, uid: str) -> None:

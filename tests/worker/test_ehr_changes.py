@@ -260,3 +260,43 @@ def test_fhir_ehr_speaking_of_our_appointment_is_no_block_and_its_cancel_is_an_a
         assert f"cancel booking {CREATED_UID}" in dl["error_text"]
         assert "Doctor ill" not in dl["error_text"]
         assert busy_events(base) == {}
+
+
+def test_a_move_then_a_cancel_in_the_ehr_reach_the_new_booking_and_nothing_comes_back(
+        stack, outbox, tmp_path, rclient, calcom):
+    port = free_port()
+    stack.write_config(config(outbox, port, calcom))
+    sim_out = tmp_path / "sim"
+    stack.ehr_sim(port, sim_out)
+    base = stack.web()
+    stack.worker()
+    _, listener = start_listener(stack)
+    assert post_signed(base, body("02_booking_created.json", DAY)).status_code == 202
+    wait_for(lambda: len(sim_messages(sim_out)) == 1, 30, message="the S12 at the EHR")
+    calcom.put(api_booking(CREATED_UID, _z(DAY), _z(DAY + timedelta(minutes=30)),
+                           _z(datetime.now(UTC))))
+
+    # the clinic moves it and cancels it before Cal.com's RESCHEDULED webhook is back
+    moved_at = DAY + timedelta(days=2)
+    acks = exchange(listener, ehr_siu("S13", "MOVE-1", moved_at),
+                    ehr_siu("S15", "CANCEL-1", moved_at, status="Cancelled"))
+    assert [msa(a)[1] for a in acks] == ["AA", "AA"]
+    posts = wait_for(lambda: len(p := calcom.posts()) == 2 and p, 30,
+                     message="the reschedule and the cancel at Cal.com")
+    new_uid = next(b["uid"] for b in calcom.bookings.values()
+                   if b.get("rescheduledFromUid") == CREATED_UID)
+    assert [p["path"] for p in posts] == [f"/v2/bookings/{CREATED_UID}/reschedule",
+                                          f"/v2/bookings/{new_uid}/cancel"]
+    assert calcom.bookings[new_uid]["status"] == "cancelled"
+
+    # Cal.com's webhooks come back, the RESCHEDULED one after the EHR's cancel: neither is sent
+    for name, extra in (("04_booking_rescheduled.json", {"rescheduleUid": CREATED_UID,
+                                                         "iCalSequence": 1}),
+                        ("05_booking_cancelled.json", {"iCalSequence": 2})):
+        answer = post_signed(base, body(name, moved_at, uid=new_uid, **extra))
+        event_id = answer.json()["event_id"]
+        wait_for(lambda eid=event_id: delivery_state(rclient, eid)[0] == "skipped", 30,
+                 message=f"{name} skipped for the EHR")
+        assert delivery_state(rclient, event_id)[1].startswith("echo:")
+    assert len(sim_messages(sim_out)) == 1  # no S13 reinstated what the clinic cancelled
+    assert len(calcom.posts()) == 2 and dead_letters(rclient) == []

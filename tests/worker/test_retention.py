@@ -63,3 +63,19 @@ def test_purge_drops_long_ended_bookings_from_the_conflict_index(outbox, redis_u
     purge(rt, now=ended.end.timestamp() + 31 * 86400)  # 31 days after the first one ended
     assert sorted(rclient.hkeys(index)) == [b"Later"]
     assert rclient.zcard(index + ":ends") == 1
+
+
+def test_purge_forgets_filler_ids_not_seen_for_longer_than_an_appointment_lives(
+        outbox, redis_url, rclient):
+    from core import clock
+    from core.ehr_echo import TTL_SECONDS, EhrEchoLedger, Filler
+
+    rt = runtime(outbox, redis_url)
+    echoes = EhrEchoLedger(rclient)
+    long_ago = clock.now() - TTL_SECONDS - 86400
+    with clock.frozen_at(long_ago):
+        echoes.record_filler("K-old", "files", Filler("E-1", "EHR"))
+    echoes.record_filler("K-new", "files", Filler("E-2", "EHR"))
+    purge(rt)
+    assert rclient.hkeys("calehr:ehr-filler:files") == [b"E-2"]
+    assert echoes.key_for_filler("files", "E-2") == "K-new"

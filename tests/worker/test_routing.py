@@ -51,7 +51,8 @@ def test_fhir_target_down_does_not_hold_back_the_mllp_target(stack, outbox, tmp_
                        message="the MLLP EHR to get all three while FHIR is down")
         assert [m["event"] for m in got] == ["S12", "S13", "S15"]
         assert fhir.all("Appointment") == []
-        assert len(fhir.fhir_requests()) >= 1  # it was tried, and failed
+        wait_for(lambda: len(fhir.fhir_requests()) >= 1, 30, 0.1,  # it was tried, and failed
+                 "the FHIR target to be tried")  # (its worker may still be on its way)
 
         fhir.faults.clear()  # the FHIR EHR is back
         appts = wait_for(lambda: (a := fhir.all("Appointment")) and a[0]["status"] == "cancelled"
@@ -74,7 +75,7 @@ def test_route_by_event_type_and_unrouted_is_recorded(stack, outbox, rclient, tm
     follow_id = post_signed(base, follow).json()["event_id"]
     wait_for(lambda: rclient.hget(f"calehr:event:{consult}", "state") == b"unrouted", 30,
              message="the consult to be recorded as unrouted")
-    audit = [json.loads(e) for e in rclient.lrange("calehr:audit", 0, -1)]
+    audit = [json.loads(e) for e in rclient.lrange("calehr:audit:system", 0, -1)]
     assert any(e["action"] == "event.unrouted" and e["record"] == consult for e in audit)
     assert json.loads(follow)["payload"]["type"] == "follow-up-visit"
     files = wait_for(lambda: list(outbox.glob("*.hl7")), 30, message="the follow-up in the outbox")

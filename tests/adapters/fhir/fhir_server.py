@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import ssl
 import threading
@@ -320,15 +321,21 @@ class FhirServer:
 
 
 def _has_identifier(resource: dict[str, Any], token: str) -> bool:
-    system, bar, value = token.partition("|")
-    if not bar:  # bare value: any system
-        system, value = "", token
+    # R4 search.html#escaping: `\|` `\,` `\$` `\\` are literal; an unescaped `|` splits
+    parts = re.split(r"(?<!\\)\|", token, maxsplit=1)
+    bar = len(parts) == 2
+    system, value = (parts[0], parts[1]) if bar else ("", token)
+    system, value = _unescape_search(system), _unescape_search(value)
     for ident in resource.get("identifier") or []:
         if ident.get("value") != value:
             continue
         if not bar or (system == "" and "system" not in ident) or ident.get("system") == system:
             return True
     return False
+
+
+def _unescape_search(text: str) -> str:
+    return re.sub(r"\\([\\|,$])", r"\1", text)
 
 
 class _Httpd(ThreadingHTTPServer):

@@ -276,3 +276,45 @@ def test_error_words_come_from_details_text_and_expression_too(server: FhirServe
         "appointment: http_400 issues=structure,value diagnostics=String must contain "
         "non-whitespace content (at Patient.telecom[0].value); Invalid email [redacted] "
         "(at Patient.telecom[1])")
+def test_oauth2_token_request_never_follows_a_redirect(connect: Connect, created: AppointmentEvent):
+    """Issue 17 finding 7: a 307 from the token endpoint must not re-post client_secret."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    stolen: list[bytes] = []
+
+    class Thief(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            stolen.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"access_token":"stolen","expires_in":3600}')
+
+        def log_message(self, *args):
+            pass
+
+    class Redirector(Thief):
+        def do_POST(self):  # noqa: N802
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.2:{thief.server_port}/token")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    thief = ThreadingHTTPServer(("127.0.0.2", 0), Thief)
+    redirector = ThreadingHTTPServer(("127.0.0.1", 0), Redirector)
+    for srv in (thief, redirector):
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        with FhirServer(client_id="bridge", client_secret="cs-1") as fhir:
+            client, profile = connect(fhir.base_url, auth="oauth2", client_id="bridge",
+                                      client_secret="cs-1",
+                                      token_url=f"http://127.0.0.1:{redirector.server_port}/token")
+            result = client.send_appointment(created, profile)
+            assert fhir.fhir_requests() == []
+    finally:
+        for srv in (thief, redirector):
+            srv.shutdown()
+            srv.server_close()
+    assert stolen == []
+    assert not result.ok and result.detail == "patient_search: token http_307"

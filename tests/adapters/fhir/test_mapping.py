@@ -258,3 +258,37 @@ def test_blank_and_whitespace_values_are_left_out_everywhere(profile: FhirProfil
     assert patient["name"] == [{"use": "official", "text": "Jordan Reyes"}]
     Patient.model_validate(patient)
     Appointment.model_validate(appointment)
+
+
+# Issue 17 finding 1 (FHIR side) -----------------------------------------------------------
+FHIR_STRING = __import__("re").compile(r"[ \r\n\t\S]+")  # R4 datatypes.html#string
+HOSTILE_TEXTS = ("\x0bMSH#^~\\&#INJECTED01", "a\x1c\rb", "\x00", "\ud800lone", "\x7f\x1b[2J")
+
+
+
+
+@pytest.mark.parametrize("text", HOSTILE_TEXTS)
+def test_control_characters_never_reach_a_fhir_string(tmp_path, text):
+    prof = dataclasses.replace(FhirProfile.from_settings(fhir_settings(tmp_path), "fhir"),
+                               allow_notes=True)
+
+    def edit(body):
+        p = body["payload"]
+        p["attendees"][0].update(firstName=text, lastName=text, name=text)
+        p["additionalNotes"] = text
+        p["type"] = text
+        p["responses"]["insuranceMemberId"] = {"label": "x", "value": "ID" + text}
+
+    event = event_from("02_booking_created.json", edit)
+    for resource in (build_appointment(event, prof), build_patient(event, prof)):
+        for s in _strings(resource):
+            assert FHIR_STRING.fullmatch(s), repr(s)
+            assert not any(0xD800 <= ord(c) <= 0xDFFF for c in s)
+        json.dumps(resource, ensure_ascii=False).encode("utf-8")  # valid UTF-8 on the wire
+    Patient.model_validate(build_patient(event, prof))
+
+
+def test_search_token_escapes_so_a_comma_cannot_widen_the_search():
+    # R4 search.html#escaping: `,` is OR and `|` splits system from value
+    assert search_token("urn:x", "A,B") == "urn:x|A\\,B"
+    assert search_token("urn:x", "A|B$C\\") == "urn:x|A\\|B\\$C\\\\"

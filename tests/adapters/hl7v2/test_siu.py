@@ -196,3 +196,16 @@ def test_filler_id_and_enhanced_ack_fields_stay_strictly_valid(tmp_path):
     parsed = hl7.parse(build(event_from("04_booking_rescheduled.json"), prof, "S13",
                              filler_id=("E-7781|x", "EHR")).decode())
     assert unescape(str(parsed.segment("SCH")[2][0][0])) == "E-7781|x"
+def test_booking_title_is_never_a_code_or_label(tmp_path):
+    """Issue 17 finding 3: the title names doctor and patient; AIS-3 must not carry it."""
+    title = "Consult between Dr. Amina Okafor and Zelda Quartermaine"
+    for changes in ({"eventTitle": None, "title": title, "type": "walk-in"},
+                    {"eventTitle": "", "title": title, "type": None},
+                    {"eventTitle": None, "title": title}):
+        wire = build(event_from("02_booking_created.json", **changes), profile(tmp_path), "S12")
+        assert b"Quartermaine" not in wire and b"between" not in wire
+        strict(wire)
+    unconfigured = build(event_from("02_booking_created.json", eventTitle=None, title=title,
+                                    type="walk-in"), profile(tmp_path), "S12")
+    ais = next(s for s in unconfigured.split(b"\r") if s.startswith(b"AIS"))
+    assert ais.split(b"|")[3] == b"walk-in^walk-in^99CALCOM"
