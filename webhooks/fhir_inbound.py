@@ -289,7 +289,7 @@ def _own_appointment(inbound: _Inbound, resource: dict[str, Any]) -> str | None:
     from worker.ehr_changes import EhrReport
 
     settings = bridge().settings
-    for ident in resource.get("identifier") or []:
+    for ident in _array(resource, "identifier", "Appointment"):
         if not isinstance(ident, dict) or not isinstance(ident.get("value"), str):
             continue
         target = next((t for t in settings.targets if t.kind == "fhir"
