@@ -162,3 +162,23 @@ def test_mutated_bodies_end_delivered_skipped_unrouted_or_dead(runtime: Runtime,
         dls = [d for d in dead_letters(runtime.redis) if d["event_id"] == event_id]
         assert dls and dls[0]["error_class"], dls
     assert runtime.redis.zscore(runtime.store.keys.unprocessed, event_id) is None
+
+
+def test_a_reschedule_whose_ids_name_two_appointments_is_a_dead_letter_not_a_loop(
+        runtime: Runtime, rclient) -> None:
+    """Found by the webhook fuzz after the merge of issues 14 and 15: the new uid was already a
+    booking of its own, its predecessor belonged to another appointment, and the event parked,
+    was woken by the sweep (the predecessor is known) and parked again, for ever."""
+    rt = runtime
+    moved = json.loads(fixture_bytes("04_booking_rescheduled.json"))["payload"]["uid"]
+    first = fixture_bytes("02_booking_created.json")
+    same_uid_alone = poisoned("02_booking_created.json", uid=moved, iCalUID=None)
+    for body in (first, same_uid_alone):
+        event_id, _ = rt.store.put(body, "BOOKING_CREATED")
+        assert pipeline.process_event(rt, event_id) == "accepted"
+    event_id, _ = rt.store.put(fixture_bytes("04_booking_rescheduled.json"), "BOOKING_RESCHEDULED")
+    assert pipeline.process_event(rt, event_id) == "dead"
+    (dl,) = [d for d in dead_letters(rclient) if d["event_id"] == event_id]
+    assert (dl["stage"], dl["error_code"]) == ("ingest", "identity_conflict")
+    assert rclient.zscore("calehr:events:unprocessed", event_id) is None
+    assert pipeline.process_event(rt, event_id) == "dead"  # a later sweep finds nothing to redo
