@@ -26,6 +26,10 @@ PHI_STRINGS = (
 )
 
 
+# appointments "in the future" are this many years ahead of the clock the tests run on
+FUTURE_YEAR = time.gmtime().tm_year + 4
+
+
 def fixture_bytes(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 

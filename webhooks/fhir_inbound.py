@@ -287,7 +287,7 @@ def _own_appointment(inbound: _Inbound, resource: dict[str, Any]) -> str | None:
     """The outcome when the Appointment is one the bridge sent (its identifier system is a
     FHIR target's `identifier_system`), else None."""
     settings = bridge().settings
-    for ident in resource.get("identifier") or []:
+    for ident in _array(resource, "identifier", "Appointment"):
         if not isinstance(ident, dict) or not isinstance(ident.get("value"), str):
             continue
         target = next((t for t in settings.targets if t.kind == "fhir"

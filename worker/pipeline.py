@@ -137,6 +137,13 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
     if event.kind is EventKind.NO_SHOW and not appt:
         needed = event.uid
     if needed and needed not in uids and not force:
+        elsewhere = ledger.resolve(needed)
+        if elsewhere is not None and elsewhere != key:
+            # the body's ids name two appointments (its uid chain and the one its predecessor
+            # belongs to): waiting cannot help, and a guess could move the wrong patient's visit
+            _dead_at_ingest(rt, eid, "identity_conflict", PayloadError(
+                f"predecessor {needed} belongs to appointment {elsewhere}, not {key}", 422))
+            return "dead", [], [], False
         deadline = clock.now() + rt.settings.delivery.order_wait_seconds
         if ledger.park(key, needed, eid, deadline, event_hash=rt.store.keys.event(eid),
                        unprocessed=rt.store.keys.unprocessed):

@@ -161,7 +161,11 @@ def normalise(
     if kind is EventKind.NO_SHOW:
         return _no_show(event_id, body, resolve_key)
 
-    uid = str(p["uid"])
+    uid = _text_or_none(p.get("uid"))
+    if uid is None:
+        raise PayloadError("payload.uid must be a non-empty string", 422)
+    if not isinstance(p.get("attendees", []), list):  # the patient would be guessed from nothing
+        raise PayloadError("payload.attendees must be an array", 422)
     previous_uid = _text_or_none(p.get("rescheduleUid") or p.get("fromReschedule"))
     key = appointment_key(uid, previous_uid, _text_or_none(p.get("rootBookingUid")), resolve_key)
 
@@ -234,7 +238,9 @@ def _no_show(event_id: str, body: WebhookBody,
     """BOOKING_NO_SHOW_UPDATED (a person marked it) or AFTER_GUESTS_CAL_VIDEO_NO_SHOW (Cal Video
     saw no guest join): the booking it names, and whether its attendees are absent."""
     p = body.payload
-    uid = str(p["bookingUid"])
+    uid = _text_or_none(p.get("bookingUid"))
+    if uid is None:
+        raise PayloadError("payload.bookingUid must be a non-empty string", 422)
     flags = [bool(a.get("noShow")) for a in _list(p.get("attendees")) if isinstance(a, dict)]
     if not flags and body.trigger == "AFTER_GUESTS_CAL_VIDEO_NO_SHOW":
         flags = [True]  # the trigger itself says no guest joined

@@ -10,6 +10,7 @@ import requests
 
 from core.blocks import block_uid
 from tests.adapters.hl7v2.listener import busy_events, feed
+from tests.support import FUTURE_YEAR as YEAR
 from tests.support import Proc, config_text, free_port, wait_http, web_cmd
 
 pytestmark = pytest.mark.slow
@@ -41,7 +42,7 @@ def appointment(status: str = "booked", practitioner: str = "OKAFOR01", **change
     resource = {
         "resourceType": "Appointment", "id": "appt-991",
         "identifier": [{"system": SYSTEM, "value": "ORBIS-991"}],
-        "status": status, "start": "2030-05-06T09:00:00+02:00", "end": "2030-05-06T09:45:00+02:00",
+        "status": status, "start": f"{YEAR}-05-06T09:00:00+02:00", "end": f"{YEAR}-05-06T09:45:00+02:00",
         "participant": [
             {"actor": {"reference": "Patient/p1", "display": f"{PATIENT[1]} {PATIENT[0]}",
                        "identifier": {"value": PATIENT[2]}}, "status": "accepted"},
@@ -59,7 +60,7 @@ def slot(status: str = "busy") -> dict:
         "contained": [{"resourceType": "Schedule", "id": "sched",
                        "actor": [{"identifier": {"value": "OKAFOR01"}}]}],
         "schedule": {"reference": "#sched"}, "status": status,
-        "start": "2030-05-07T13:00:00Z", "end": "2030-05-07T14:00:00Z",
+        "start": f"{YEAR}-05-07T13:00:00Z", "end": f"{YEAR}-05-07T14:00:00Z",
     }
 
 
@@ -87,23 +88,23 @@ def test_booked_appointment_blocks_and_cancelled_releases(web, rclient):
     uid = block_uid(SYSTEM, "ORBIS-991")
     events = busy_events(web)
     assert list(events) == [uid]
-    assert events[uid]["start"] == datetime(2030, 5, 6, 7, 0, tzinfo=UTC)
-    assert events[uid]["end"] == datetime(2030, 5, 6, 7, 45, tzinfo=UTC)
+    assert events[uid]["start"] == datetime(YEAR, 5, 6, 7, 0, tzinfo=UTC)
+    assert events[uid]["end"] == datetime(YEAR, 5, 6, 7, 45, tzinfo=UTC)
     body = feed(web).text
     assert [s for s in (*PATIENT, "ORBIS-991", "Dr. Okafor") if s in body] == []
     # the request is kept, encrypted: no plain patient data in Redis
     stored = [rclient.hget(k, "body") for k in rclient.keys("calehr:inbound:in_*")]
     assert len(stored) == 1 and PATIENT[0].encode() not in stored[0]
 
-    moved = send(web, "Appointment/appt-991", appointment(start="2030-05-06T10:00:00Z",
-                                                          end="2030-05-06T10:30:00Z"), "PUT")
+    moved = send(web, "Appointment/appt-991", appointment(start=f"{YEAR}-05-06T10:00:00Z",
+                                                          end=f"{YEAR}-05-06T10:30:00Z"), "PUT")
     assert moved.status_code == 200
     assert moved.json()["meta"]["versionId"] == "2" and moved.headers["ETag"] == 'W/"2"'
     # versions are kept per resource as long as inbound messages (retention), not for ever
     ttl = rclient.ttl("calehr:fhir-inbound:version:Appointment/appt-991")
     assert 0 < ttl <= 30 * 86400  # retention.event_body_days
     assert not rclient.exists("calehr:fhir-inbound:versions")
-    assert busy_events(web)[uid]["start"] == datetime(2030, 5, 6, 10, 0, tzinfo=UTC)
+    assert busy_events(web)[uid]["start"] == datetime(YEAR, 5, 6, 10, 0, tzinfo=UTC)
     assert busy_events(web)[uid]["sequence"] == 1
 
     noshow = send(web, "Appointment/appt-991", appointment("noshow"), "PUT")
@@ -116,7 +117,7 @@ def test_booked_appointment_blocks_and_cancelled_releases(web, rclient):
 def test_slot_busy_blocks_and_free_releases(web):
     assert send(web, "Slot", slot("busy")).status_code == 201
     uid = block_uid("fhir", "Slot/slot-17")
-    assert busy_events(web)[uid]["start"] == datetime(2030, 5, 7, 13, 0, tzinfo=UTC)
+    assert busy_events(web)[uid]["start"] == datetime(YEAR, 5, 7, 13, 0, tzinfo=UTC)
     assert send(web, "Slot/slot-17", slot("free"), "PUT").status_code == 200
     assert busy_events(web) == {}
     by_identifier = {**slot("busy-unavailable"), "contained": [],
@@ -130,8 +131,8 @@ BAD = [
     (json.dumps({"resourceType": "Patient"}).encode(), 400, "structure"),
     (appointment(practitioner="SOMEONE-ELSE"), 422, "not-found"),
     (appointment(start=None), 422, "required"),
-    (appointment(end="2030-05-06T08:00:00+02:00"), 422, "value"),
-    (appointment(start="2030-05-06T09:00:00"), 422, "value"),
+    (appointment(end=f"{YEAR}-05-06T08:00:00+02:00"), 422, "value"),
+    (appointment(start=f"{YEAR}-05-06T09:00:00"), 422, "value"),
     (appointment(status=None), 422, "required"),
     (appointment(identifier=[], id=None), 422, "required"),
 ]

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from tests.deadletter.console_support import ConsoleClient, users_toml
+from tests.support import FUTURE_YEAR as YEAR
 from tests.support import SECRET, config_text, fixture_bytes, post_signed, sign
 
 TOKEN = "fhir-inbound-odd-token"
@@ -71,12 +72,12 @@ def _fhir(base: str, path: str, resource: dict | bytes) -> requests.Response:
 
 APPOINTMENT = {"resourceType": "Appointment", "status": "booked",
                "identifier": [{"system": "urn:x", "value": "A-1"}],
-               "start": "2030-05-06T09:00:00+02:00", "end": "2030-05-06T09:45:00+02:00",
+               "start": f"{YEAR}-05-06T09:00:00+02:00", "end": f"{YEAR}-05-06T09:45:00+02:00",
                "participant": [{"actor": {"identifier": {"value": "OKAFOR01"}},
                                 "status": "accepted"}]}
 SLOT = {"resourceType": "Slot", "status": "busy", "identifier": [{"value": "S-1"}],
-        "schedule": {"reference": "#s"}, "start": "2030-05-06T09:00:00+02:00",
-        "end": "2030-05-06T09:45:00+02:00",
+        "schedule": {"reference": "#s"}, "start": f"{YEAR}-05-06T09:00:00+02:00",
+        "end": f"{YEAR}-05-06T09:45:00+02:00",
         "contained": [{"resourceType": "Schedule", "id": "s",
                        "actor": [{"identifier": {"value": "OKAFOR01"}}]}]}
 

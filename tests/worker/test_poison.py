@@ -36,24 +36,29 @@ def test_poison_bodies_dead_letter_at_ingest_once_and_leave_the_queue(stack, out
     base = stack.web()
     stack.worker()
     stack.beat()
-    bodies = [poisoned("02_booking_created.json", attendees=5),
-              poisoned("02_booking_created.json", uid="P0ison1", userFieldsResponses=["x"]),
-              poisoned("02_booking_created.json", uid="P0ison2", responses="not an object",
-                       userFieldsResponses=7)]
-    ids = []
-    for body in bodies:
+    poison = [poisoned("02_booking_created.json", attendees=5),
+              poisoned("02_booking_created.json", uid={"not": "a uid"})]
+    # wrong-typed extras are read around (the booking still goes out), never a crash
+    tolerated = [poisoned("02_booking_created.json", uid="Tolerat1", userFieldsResponses=["x"]),
+                 poisoned("02_booking_created.json", uid="Tolerat2", responses="not an object",
+                          userFieldsResponses=7)]
+    ids, fine = [], []
+    for body, into in [(b, ids) for b in poison] + [(b, fine) for b in tolerated]:
         answer = post_signed(base, body)
         assert answer.status_code == 202, answer.text  # the receiver lets them through
-        ids.append(answer.json()["event_id"])
+        into.append(answer.json()["event_id"])
     for event_id in ids:
         wait_for(lambda e=event_id: rclient.hget(f"calehr:event:{e}", "state") == b"dead", 30,
                  message=f"{event_id} dead-lettered")
+    for event_id in fine:
+        wait_for(lambda e=event_id: rclient.hget(f"calehr:event:{e}", "state") == b"done", 30,
+                 message=f"{event_id} delivered")
     dls = {d["event_id"]: d for d in dead_letters(rclient)}
     assert set(dls) == set(ids)
     for event_id in ids:
         assert dls[event_id]["stage"] == "ingest"
-        assert dls[event_id]["error_code"] == "normalise_failed"
-        assert dls[event_id]["error_class"] in ("TypeError", "AttributeError")
+        assert dls[event_id]["error_code"] == "invalid_payload"
+        assert dls[event_id]["error_class"] == "PayloadError"
         # out of the unprocessed set: the sweep can never send it round again
         assert rclient.zscore("calehr:events:unprocessed", event_id) is None
     # a fence: the beat sweep has run past the stuck-event age, and still one record each
@@ -61,6 +66,25 @@ def test_poison_bodies_dead_letter_at_ingest_once_and_leave_the_queue(stack, out
     wait_for(lambda: rclient.hget(f"calehr:event:{fence}", "state") == b"done", 30,
              message="the fence delivered")
     assert len(dead_letters(rclient)) == len(ids)
+
+
+def test_any_exception_while_normalising_is_one_dead_letter_at_ingest(runtime: Runtime, rclient,
+                                                                     monkeypatch):
+    """A failure nobody foresaw (here: normalise raising a KeyError) is treated like a poison
+    body: one dead letter with its class, out of the unprocessed set, never retried."""
+    rt = runtime
+    event_id, _ = rt.store.put(fixture_bytes("02_booking_created.json"), "BOOKING_CREATED")
+
+    def explode(*args, **kwargs):
+        raise KeyError("nobody foresaw this")
+
+    monkeypatch.setattr(pipeline, "normalise", explode)
+    assert pipeline.process_event(rt, event_id) == "dead"
+    assert pipeline.process_event(rt, event_id) == "dead"  # a second run changes nothing
+    (dl,) = dead_letters(rclient)
+    assert (dl["stage"], dl["error_code"], dl["error_class"]) == ("ingest", "normalise_failed",
+                                                                  "KeyError")
+    assert rclient.zscore("calehr:events:unprocessed", event_id) is None
 
 
 # -- mutated bodies through the real pipeline ------------------------------------------------
@@ -138,3 +162,23 @@ def test_mutated_bodies_end_delivered_skipped_unrouted_or_dead(runtime: Runtime,
         dls = [d for d in dead_letters(runtime.redis) if d["event_id"] == event_id]
         assert dls and dls[0]["error_class"], dls
     assert runtime.redis.zscore(runtime.store.keys.unprocessed, event_id) is None
+
+
+def test_a_reschedule_whose_ids_name_two_appointments_is_a_dead_letter_not_a_loop(
+        runtime: Runtime, rclient) -> None:
+    """Found by the webhook fuzz after the merge of issues 14 and 15: the new uid was already a
+    booking of its own, its predecessor belonged to another appointment, and the event parked,
+    was woken by the sweep (the predecessor is known) and parked again, for ever."""
+    rt = runtime
+    moved = json.loads(fixture_bytes("04_booking_rescheduled.json"))["payload"]["uid"]
+    first = fixture_bytes("02_booking_created.json")
+    same_uid_alone = poisoned("02_booking_created.json", uid=moved, iCalUID=None)
+    for body in (first, same_uid_alone):
+        event_id, _ = rt.store.put(body, "BOOKING_CREATED")
+        assert pipeline.process_event(rt, event_id) == "accepted"
+    event_id, _ = rt.store.put(fixture_bytes("04_booking_rescheduled.json"), "BOOKING_RESCHEDULED")
+    assert pipeline.process_event(rt, event_id) == "dead"
+    (dl,) = [d for d in dead_letters(rclient) if d["event_id"] == event_id]
+    assert (dl["stage"], dl["error_code"]) == ("ingest", "identity_conflict")
+    assert rclient.zscore("calehr:events:unprocessed", event_id) is None
+    assert pipeline.process_event(rt, event_id) == "dead"  # a later sweep finds nothing to redo

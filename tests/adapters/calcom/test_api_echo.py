@@ -14,11 +14,12 @@ from tests.adapters.calcom.fake_api import API_KEY, BLOCKER_EVENT_TYPE, FakeCalc
 from tests.adapters.hl7v2.helpers import event_from
 from tests.adapters.hl7v2.inbound_samples import siu
 from tests.adapters.hl7v2.listener import exchange, msa, start_listener
+from tests.support import FUTURE_YEAR as YEAR
 from tests.support import config_text, fixture_bytes, post_signed, wait_for
 
 PROVIDER = ProviderSettings(calcom_user="dr-okafor", ehr_id="OKAFOR01", name="Okafor^Amina",
                             strategy="api")
-BLOCK_START = datetime(2030, 1, 14, 15, 0, tzinfo=UTC)  # 09:00 America/Chicago
+BLOCK_START = datetime(YEAR, 1, 14, 15, 0, tzinfo=UTC)  # 09:00 America/Chicago
 
 
 @pytest.fixture
@@ -79,12 +80,12 @@ def test_blocker_booking_and_its_webhooks_never_reach_the_ehr(stack, outbox, rcl
     assert create["path"] == "/v2/bookings"
     assert create["headers"]["Authorization"] == f"Bearer {API_KEY}"
     assert create["headers"]["cal-api-version"] == "2024-08-13"
-    assert create["body"]["start"] == "2030-01-14T15:00:00.000Z"
+    assert create["body"]["start"] == f"{YEAR}-01-14T15:00:00.000Z"
     assert create["body"]["lengthInMinutes"] == 30
     assert create["body"]["eventTypeSlug"] == "ehr-hold" and create["body"]["username"] == "dr-okafor"
     assert create["body"]["metadata"]["origin"] == "ehr-bridge"
     # the echo ledger entry was in Redis before the call reached Cal.com
-    assert calcom.echo_keys_at_call[0][1] == [b"calehr:echo:slot:dr-okafor|2030-01-14T15:00:00.000Z"]
+    assert calcom.echo_keys_at_call[0][1] == [f"calehr:echo:slot:dr-okafor|{YEAR}-01-14T15:00:00.000Z".encode()]
 
     created = post_signed(base, blocker_webhook("BOOKING_CREATED", booking, 0))
     assert created.status_code == 202

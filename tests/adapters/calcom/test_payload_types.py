@@ -14,8 +14,6 @@ from tests.support import fixture_bytes
 
 @pytest.mark.parametrize("changes", [
     {"userFieldsResponses": [["dateOfBirth", "1984-03-09"]]},
-    {"attendees": 7},
-    {"attendees": "Jordan"},
     {"iCalUID": {"x": 1}},
     {"rescheduleUid": ["a"], "fromReschedule": 5},
 ])
@@ -27,6 +25,18 @@ def test_wrong_typed_fields_normalise_without_raising(changes):
     assert event.previous_uid is None or isinstance(event.previous_uid, str)
     if "iCalUID" in changes:
         assert "{" not in event.appointment_key
+
+
+@pytest.mark.parametrize("changes", [{"attendees": 7}, {"attendees": "Jordan"},
+                                     {"uid": {"x": 1}}, {"uid": ""}])
+def test_a_body_without_usable_attendees_or_uid_is_a_payload_error_naming_the_field(changes):
+    """No patient to send (or no booking to key): the worker dead-letters it at ingest."""
+    from core.errors import PayloadError
+
+    data = json.loads(fixture_bytes("04_booking_rescheduled.json"))
+    data["payload"].update(changes)
+    with pytest.raises(PayloadError, match=f"payload.{next(iter(changes))}"):
+        normalise("ev-types", parse_body(json.dumps(data).encode()), lambda uid: None)
 
 
 @pytest.mark.parametrize("trigger", ["\ud800", "BOOKING_CREATED\n", "X" * 65, "a b"])

@@ -28,7 +28,7 @@ def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificat
                .issuer_name(issuer.subject if issuer else name).public_key(key.public_key())
                .serial_number(x509.random_serial_number())
                # wide: OpenSSL reads the real clock, the moved-clock run's Python does not
-               .not_valid_before(now - timedelta(days=1000)).not_valid_after(now + timedelta(days=1000))
+               .not_valid_before(now - timedelta(days=4000)).not_valid_after(now + timedelta(days=4000))
                .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), True))
     if usage is not None:
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), False)

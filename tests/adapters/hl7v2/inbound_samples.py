@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tests.support import FUTURE_YEAR as YEAR
+
 PATIENT_NAME = ("Wexford", "Hannelore")
 PATIENT_DOB = "19620415"
 PATIENT_ID = "MRN-77881-Q"
@@ -9,14 +11,14 @@ PATIENT_STRINGS = (*PATIENT_NAME, PATIENT_DOB, PATIENT_ID, "1962-04-15")
 
 
 def siu(event: str = "S12", control_id: str = "EHR0001", *, appt_id: str = "EHR-APPT-1",
-        start: str = "20300114090000", end: str = "20300114093000",
+        start: str = f"{YEAR}0114090000", end: str = f"{YEAR}0114093000",
         provider: str = "OKAFOR01", facility: str = "HOSPITAL", app: str = "ORBIS",
         status: str = "Booked", enhanced: bool = False, patient: bool = True,
         tq1: bool = True) -> bytes:
     """An SIU^Sxx (v2.5.1) from the EHR; times as given (with or without an offset)."""
     ack_modes = "AL|NE" if enhanced else "|"
     segments = [
-        f"MSH|^~\\&|{app}|{facility}|CALEHR|CALCOM|20300101120000||SIU^{event}^SIU_S12|{control_id}|P|2.5.1|||{ack_modes}||UNICODE UTF-8",
+        f"MSH|^~\\&|{app}|{facility}|CALEHR|CALCOM|{YEAR}0101120000||SIU^{event}^SIU_S12|{control_id}|P|2.5.1|||{ack_modes}||UNICODE UTF-8",
         f"SCH||{appt_id}^ORBIS|||||ROUTINE^Routine^HL70276|Normal^Normal^HL70277|30|min^minutes^ANS+|"
         f"^^30^{start}^{end}|||||DRX^Front^Desk||||FRONTDESK^Desk|||||{status}^{status}^HL70278",
     ]

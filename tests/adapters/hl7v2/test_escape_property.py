@@ -42,7 +42,7 @@ FIELDS = {
     # booking-form answers are read stripped (str.strip: also VT, FS..US)
     "phone": (lambda p, t: _response(p, "attendeePhoneNumber", t), "PID.F13.R1.C1", str.strip),
     "memberId": (lambda p, t: _response(p, "insuranceMemberId", t), "PID.F3.R1.C1", str.strip),
-    "iCalUID": (lambda p, t: p.update(iCalUID=t), "SCH.F1.R1.C1", None),
+    "uid": (lambda p, t: p.update(uid=t), "SCH.F1.R1.C1", None),  # SCH-1: the first booking uid
     "type": (lambda p, t: p.update(type=t), "AIS.F3.R1.C1", None),
     "eventTitle": (lambda p, t: p.update(type="unconfigured", eventTitle=t), "AIS.F3.R1.C2",
                    None),
@@ -77,7 +77,7 @@ def profiles(tmp_path_factory):
 
 def _check(field: str, text: str, charset: str, prof) -> None:
     put, path, read_back = FIELDS[field]
-    if not text.strip() and field in ("email", "iCalUID", "phone", "memberId"):
+    if not text.strip() and field in ("email", "uid", "phone", "memberId"):
         text = "x" + text  # blank falls back to another field (responses.email, uid...)
     wire, event = _build(lambda p: put(p, text), charset, prof)
     expected_segments = 8 + (1 if event.notes else 0)  # MSH SCH TQ1 [NTE] PID RGS AIS AIL AIP

@@ -11,6 +11,7 @@ from adapters.hl7v2.inbound import InboundError, parse_header, parse_siu
 from core.blocks import block_uid
 from core.config import Settings
 from tests.adapters.hl7v2.inbound_samples import siu
+from tests.support import FUTURE_YEAR as YEAR
 from tests.support import config_text
 from worker.hl7_inbound import site_zone
 
@@ -23,21 +24,21 @@ def parse(message: bytes, zone: ZoneInfo = CHICAGO):
 
 
 def test_s12_blocks_with_local_time_read_in_the_site_zone():
-    change = parse(siu("S12", start="20300114090000", end="20300114093000"))
+    change = parse(siu("S12", start=f"{YEAR}0114090000", end=f"{YEAR}0114093000"))
     assert change.action == "block"
     assert change.providers == ("OKAFOR01",)
     assert change.external_key == ("HOSPITAL", "EHR-APPT-1")
     assert change.uid == block_uid("HOSPITAL", "EHR-APPT-1")
-    assert change.start == datetime(2030, 1, 14, 15, 0, tzinfo=UTC)  # CST, UTC-6
-    assert change.end == datetime(2030, 1, 14, 15, 30, tzinfo=UTC)
-    summer = parse(siu("S12", start="20300701090000", end="20300701093000"))
-    assert summer.start == datetime(2030, 7, 1, 14, 0, tzinfo=UTC)  # CDT, UTC-5
+    assert change.start == datetime(YEAR, 1, 14, 15, 0, tzinfo=UTC)  # CST, UTC-6
+    assert change.end == datetime(YEAR, 1, 14, 15, 30, tzinfo=UTC)
+    summer = parse(siu("S12", start=f"{YEAR}0701090000", end=f"{YEAR}0701093000"))
+    assert summer.start == datetime(YEAR, 7, 1, 14, 0, tzinfo=UTC)  # CDT, UTC-5
 
 
 def test_times_with_an_offset_ignore_the_site_zone():
-    change = parse(siu("S12", start="20300114100000+0100", end="203001141045+0100"))
-    assert change.start == datetime(2030, 1, 14, 9, 0, tzinfo=UTC)
-    assert change.end == datetime(2030, 1, 14, 9, 45, tzinfo=UTC)
+    change = parse(siu("S12", start=f"{YEAR}0114100000+0100", end=f"{YEAR}01141045+0100"))
+    assert change.start == datetime(YEAR, 1, 14, 9, 0, tzinfo=UTC)
+    assert change.end == datetime(YEAR, 1, 14, 9, 45, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(("event", "status", "action"), [
@@ -62,18 +63,18 @@ def test_blocked_slot_without_patient_or_appointment_id_is_keyed_by_the_slot():
 
 def test_times_from_resource_segments_when_there_is_no_tq1():
     change = parse(siu("S12", tq1=False))
-    assert change.start == datetime(2030, 1, 14, 15, 0, tzinfo=UTC)
-    assert change.end == datetime(2030, 1, 14, 15, 30, tzinfo=UTC)
+    assert change.start == datetime(YEAR, 1, 14, 15, 0, tzinfo=UTC)
+    assert change.end == datetime(YEAR, 1, 14, 15, 30, tzinfo=UTC)
 
 
 def test_general_resource_calendar_with_duration_in_seconds():
     text = siu("S12", tq1=False).decode()
     segments = [s for s in text.split("\r") if s and not s.startswith(("AIP", "AIS"))]
-    segments.append("AIG|1|A|LEE02^Lee Calendar^99ORBIS|CAL^Calendar||||20300114091500+0000|||2700|s")
+    segments.append(f"AIG|1|A|LEE02^Lee Calendar^99ORBIS|CAL^Calendar||||{YEAR}0114091500+0000|||2700|s")
     change = parse(("\r".join(segments) + "\r").encode())
     assert change.providers == ("LEE02",)
-    assert change.start == datetime(2030, 1, 14, 9, 15, tzinfo=UTC)
-    assert change.end == datetime(2030, 1, 14, 10, 0, tzinfo=UTC)
+    assert change.start == datetime(YEAR, 1, 14, 9, 15, tzinfo=UTC)
+    assert change.end == datetime(YEAR, 1, 14, 10, 0, tzinfo=UTC)
 
 
 def test_sch11_timing_is_the_last_resort():
@@ -81,7 +82,7 @@ def test_sch11_timing_is_the_last_resort():
     segments = [s for s in text.split("\r") if s and not s.startswith("AIS")]
     segments = [s if not s.startswith("AIP") else "AIP|1|A|OKAFOR01^Okafor" for s in segments]
     change = parse(("\r".join(segments) + "\r").encode())
-    assert change.start == datetime(2030, 1, 14, 15, 0, tzinfo=UTC)
+    assert change.start == datetime(YEAR, 1, 14, 15, 0, tzinfo=UTC)
 
 
 def test_several_providers_and_removed_resources():
@@ -97,8 +98,8 @@ def test_several_providers_and_removed_resources():
     (siu().replace(b"SIU^S12^SIU_S12", b"ORU^R01^ORU_R01"), "AR", "200", "SIU only"),
     (siu("S25"), "AR", "201", "S25"),
     (siu(provider="STRANGER"), "AE", "204", "configured provider"),
-    (siu(start="2030-01-14 09:00"), "AE", "102", "TQ1-7"),
-    (siu(start="20300114100000", end="20300114090000"), "AE", "102", "not after"),
+    (siu(start=f"{YEAR}-01-14 09:00"), "AE", "102", "TQ1-7"),
+    (siu(start=f"{YEAR}0114100000", end=f"{YEAR}0114090000"), "AE", "102", "not after"),
     (b"\r".join(s for s in siu().split(b"\r") if not s.startswith(b"RGS")), "AE", "100", "RGS"),
 ])
 def test_errors_say_what_is_wrong(message, ack, code, words):

@@ -29,6 +29,7 @@ from tests.adapters.hl7v2.listener import (
     rss_kb,
     start_listener,
 )
+from tests.support import FUTURE_YEAR as YEAR
 from tests.support import (
     KEY,
     PHI_STRINGS,
@@ -89,25 +90,25 @@ def test_real_clients_block_and_release_through_the_ics_feed(stack, outbox, tmp_
     base = stack.web()
     _, port = start_listener(stack)
 
-    ack = mllp_send(port, siu("S12", "PY-1", appt_id="APPT-PY", start="20300114090000",
-                              end="20300114093000"), tmp_path)
+    ack = mllp_send(port, siu("S12", "PY-1", appt_id="APPT-PY", start=f"{YEAR}0114090000",
+                              end=f"{YEAR}0114093000"), tmp_path)
     assert msa_of(ack)[1:3] == ["AA", "PY-1"]
-    ack = node_send(port, siu("S12", "NODE-1", appt_id="APPT-NODE", start="20300114100000+0100",
-                              end="20300114104500+0100"), tmp_path, node_modules)
+    ack = node_send(port, siu("S12", "NODE-1", appt_id="APPT-NODE", start=f"{YEAR}0114100000+0100",
+                              end=f"{YEAR}0114104500+0100"), tmp_path, node_modules)
     assert msa_of(ack)[1:3] == ["AA", "NODE-1"]
 
     py_uid, node_uid = block_uid("HOSPITAL", "APPT-PY"), block_uid("HOSPITAL", "APPT-NODE")
     events = wait_for(lambda: (e := busy_events(base)) and len(e) == 2 and e, 30,
                       message="both blocks in the ICS feed")
     # site-local time without an offset is read in the target's zone (America/Chicago, CST)
-    assert events[py_uid]["start"] == datetime(2030, 1, 14, 15, 0, tzinfo=UTC)
-    assert events[py_uid]["end"] == datetime(2030, 1, 14, 15, 30, tzinfo=UTC)
-    assert events[node_uid]["start"] == datetime(2030, 1, 14, 9, 0, tzinfo=UTC)
-    assert events[node_uid]["end"] == datetime(2030, 1, 14, 9, 45, tzinfo=UTC)
+    assert events[py_uid]["start"] == datetime(YEAR, 1, 14, 15, 0, tzinfo=UTC)
+    assert events[py_uid]["end"] == datetime(YEAR, 1, 14, 15, 30, tzinfo=UTC)
+    assert events[node_uid]["start"] == datetime(YEAR, 1, 14, 9, 0, tzinfo=UTC)
+    assert events[node_uid]["end"] == datetime(YEAR, 1, 14, 9, 45, tzinfo=UTC)
     assert {e["summary"] for e in events.values()} == {"Busy"}
     assert {e["transp"] for e in events.values()} == {"OPAQUE"}
     body = feed(base).text
-    assert "DTSTART:20300114T150000Z" in body
+    assert f"DTSTART:{YEAR}0114T150000Z" in body
     assert [s for s in (*PATIENT_STRINGS, "APPT-PY", "APPT-NODE") if s in body] == []
 
     assert msa_of(mllp_send(port, siu("S15", "PY-2", appt_id="APPT-PY", status="Cancelled"),
@@ -124,20 +125,20 @@ def test_move_noshow_and_blocked_slots_through_the_feed(stack, outbox):
     _, port = start_listener(stack)
     uid = block_uid("HOSPITAL", "EHR-APPT-1")
     acks = exchange(port, siu("S12", "M-1"),
-                    siu("S13", "M-2", start="20300115130000", end="20300115140000"),
+                    siu("S13", "M-2", start=f"{YEAR}0115130000", end=f"{YEAR}0115140000"),
                     siu("S26", "M-3", status="Noshow"),
                     siu("S23", "M-4", appt_id="", patient=False, status="Blocked",
-                        start="20300116080000+0000", end="20300116120000+0000"))
+                        start=f"{YEAR}0116080000+0000", end=f"{YEAR}0116120000+0000"))
     assert [msa(a)[1] for a in acks] == ["AA"] * 4
     events = busy_events(base)
     assert len(events) == 2
-    assert events[uid]["start"] == datetime(2030, 1, 15, 19, 0, tzinfo=UTC)
-    assert events[uid]["end"] == datetime(2030, 1, 15, 20, 0, tzinfo=UTC)
+    assert events[uid]["start"] == datetime(YEAR, 1, 15, 19, 0, tzinfo=UTC)
+    assert events[uid]["end"] == datetime(YEAR, 1, 15, 20, 0, tzinfo=UTC)
     assert events[uid]["sequence"] == 1
     (slot_uid,) = set(events) - {uid}
-    assert events[slot_uid]["start"] == datetime(2030, 1, 16, 8, 0, tzinfo=UTC)
+    assert events[slot_uid]["start"] == datetime(YEAR, 1, 16, 8, 0, tzinfo=UTC)
     (ack,) = exchange(port, siu("S24", "M-5", appt_id="", patient=False, status="Blocked",
-                                start="20300116080000+0000", end="20300116120000+0000"))
+                                start=f"{YEAR}0116080000+0000", end=f"{YEAR}0116120000+0000"))
     assert msa(ack)[1] == "AA"
     assert list(busy_events(base)) == [uid]
 
@@ -232,8 +233,8 @@ def test_a_thousand_messages_over_twenty_connections(stack, outbox, rclient, cap
                 for i in range(n, count, connections):
                     minute = i % 600
                     msg = siu("S12", f"{batch}-{i:05d}", appt_id=f"{batch}-APPT-{i}",
-                              start=f"2030020{1 + i // 600}{9 + minute // 60:02d}{minute % 60:02d}00",
-                              end=f"2030020{1 + i // 600}{9 + minute // 60:02d}{minute % 60:02d}30")
+                              start=f"{YEAR}020{1 + i // 600}{9 + minute // 60:02d}{minute % 60:02d}00",
+                              end=f"{YEAR}020{1 + i // 600}{9 + minute // 60:02d}{minute % 60:02d}30")
                     sock.sendall(START + msg + END + CR)
                     acks[n].append(read_frame(sock, 60))
 
@@ -272,9 +273,9 @@ def test_ehr_booking_over_a_calcom_booking_is_a_conflict(stack, outbox, rclient)
     assert post_signed(base, future_fixture("02_booking_created.json")).status_code == 202
     wait_for(lambda: list(outbox.glob("*.hl7")), 30, message="the Cal.com booking delivered")
 
-    # Cal.com holds 2030-10-14 15:00-15:30Z for dr-okafor; the EHR books 14:45-15:15Z
+    # Cal.com holds <YEAR>-10-14 15:00-15:30Z for dr-okafor; the EHR books 14:45-15:15Z
     (ack,) = exchange(port, siu("S12", "CONFLICT-1", appt_id="EHR-OVER",
-                                start="20301014144500+0000", end="20301014151500+0000"))
+                                start=f"{YEAR}1014144500+0000", end=f"{YEAR}1014151500+0000"))
     assert msa(ack)[1] == "AA"
     run = wait_for(lambda: (r := subprocess.run(
         [sys.executable, "-m", "calehr.cli", "deadletter", "list", "--stage", "conflict"],
@@ -287,16 +288,16 @@ def test_ehr_booking_over_a_calcom_booking_is_a_conflict(stack, outbox, rclient)
     assert [s for s in (*PATIENT_STRINGS, *PHI_STRINGS, "EHR-OVER") if s in texts[0]] == []
     # the same booking again (another control id) records no second conflict
     (ack,) = exchange(port, siu("S14", "CONFLICT-2", appt_id="EHR-OVER",
-                                start="20301014144500+0000", end="20301014151500+0000"))
+                                start=f"{YEAR}1014144500+0000", end=f"{YEAR}1014151500+0000"))
     assert msa(ack)[1] == "AA"
     assert len(rclient.keys("calehr:dl:dl_*")) == 1
 
 
 def future_fixture(name: str) -> bytes:
-    """A fixture with its appointment moved to 2030: blocks that ended long ago are purged."""
+    """A fixture with its appointment moved years ahead: blocks that ended long ago are purged."""
     body = fixture_bytes(name)
     for day in (b"2026-10-14T15", b"2026-10-16T19", b"2026-10-16T20"):
-        body = body.replace(day, b"2030" + day[4:])
+        body = body.replace(day, str(YEAR).encode() + day[4:])
     return body
 
 
@@ -313,7 +314,7 @@ def test_calcom_booking_over_an_ehr_block_is_a_conflict_and_still_delivered(stac
     _, port = start_listener(stack)
     # the EHR books first: 15:15-15:45Z, then a patient books 15:00-15:30Z in Cal.com
     (ack,) = exchange(port, siu("S12", "FIRST-1", appt_id="EHR-FIRST",
-                                start="20301014151500+0000", end="20301014154500+0000"))
+                                start=f"{YEAR}1014151500+0000", end=f"{YEAR}1014154500+0000"))
     assert msa(ack)[1] == "AA"
     assert post_signed(base, future_fixture("02_booking_created.json")).status_code == 202
     wait_for(lambda: list(outbox.glob("*.hl7")), 30, message="the Cal.com booking delivered")
@@ -323,7 +324,7 @@ def test_calcom_booking_over_an_ehr_block_is_a_conflict_and_still_delivered(stac
     assert [s for s in (*PATIENT_STRINGS, *PHI_STRINGS, "EHR-FIRST") if s in text] == []
     # the EHR side sees the pair as known: an update of the same block records nothing new
     (ack,) = exchange(port, siu("S14", "FIRST-2", appt_id="EHR-FIRST",
-                                start="20301014151000+0000", end="20301014154500+0000"))
+                                start=f"{YEAR}1014151000+0000", end=f"{YEAR}1014154500+0000"))
     assert msa(ack)[1] == "AA"
     assert len(conflict_texts(rclient)) == 1
 
@@ -338,12 +339,12 @@ def test_cancelled_calcom_booking_no_longer_conflicts(stack, outbox, rclient):
         assert post_signed(base, future_fixture(name)).status_code == 202
     wait_for(lambda: len(list(outbox.glob("*.hl7"))) == 2, 30, message="S12 and S13 delivered")
     held = json.loads(rclient.hget(index, "7xQm2kVd9RbTn4FgHs1LpA"))
-    assert held["start"] == "2030-10-16T19:30:00+00:00"  # the index moved with the reschedule
+    assert held["start"] == f"{YEAR}-10-16T19:30:00+00:00"  # the index moved with the reschedule
     assert post_signed(base, future_fixture("05_booking_cancelled.json")).status_code == 202
     wait_for(lambda: len(list(outbox.glob("*.hl7"))) == 3, 30, message="S15 delivered")
     assert rclient.hlen(index) == 0 and rclient.zcard(index + ":ends") == 0
     (ack,) = exchange(port, siu("S12", "AFTER-CANCEL", appt_id="EHR-FREE",
-                                start="20301016193000+0000", end="20301016200000+0000"))
+                                start=f"{YEAR}1016193000+0000", end=f"{YEAR}1016200000+0000"))
     assert msa(ack)[1] == "AA"
     assert len(BusyBlockStore(rclient).list("OKAFOR01")) == 1
     assert conflict_texts(rclient) == []
