@@ -139,8 +139,12 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
     if needed and needed not in uids and not force:
         elsewhere = ledger.resolve(needed)
         if elsewhere is not None and elsewhere != key:
-            # the body's ids name two appointments (its uid chain and the one its predecessor
-            # belongs to): waiting cannot help, and a guess could move the wrong patient's visit
+            if ledger.resolve(event.uid) != key:
+                # keyed before its booking was known (that accept ran meanwhile): key it again
+                log.info("predecessor known under another key: again", extra=ctx)
+                return "waiting", [], [eid], False
+            # its own uid anchors this appointment, its predecessor another one: waiting cannot
+            # help, and a guess could move the wrong patient's visit
             _dead_at_ingest(rt, eid, "identity_conflict", PayloadError(
                 f"predecessor {needed} belongs to appointment {elsewhere}, not {key}", 422))
             return "dead", [], [], False

@@ -17,7 +17,7 @@ from adapters.hl7v2 import MLLPClient
 from tests.adapters.hl7v2.test_mllp_client import siu, target
 from tests.factories import sim_messages
 from tests.peers.hl7fhir_peers import PEER_DIR, node, start
-from tests.support import Proc
+from tests.support import Proc, wait_for
 
 StartEhr = Callable[..., tuple[int, Path]]
 
@@ -65,7 +65,9 @@ def test_enhanced_target_with_no_application_ack_counts_the_commit(tmp_path, med
     second = client.send(siu(tmp_path, "ENH2"), "ENH2")
     assert second.ok and second.ack_code == "CA"
     assert all(n.startswith("ack_mismatch: discarded AE for MSA-2 'ENH1'") for n in second.notes)
-    assert [m["control_id"] for m in sim_messages(out)] == ["ENH1", "ENH2"]
+    # the peer writes a message down after its commit ACK went out: wait for the file
+    wait_for(lambda: [m["control_id"] for m in sim_messages(out)] == ["ENH1", "ENH2"], 10,
+             message="both messages written by the peer")
 
 
 def test_stray_ack_is_discarded_and_nothing_is_sent_twice(tmp_path, medplum_ehr):
