@@ -45,6 +45,14 @@ def _hl7(value: datetime) -> str:
     return value.strftime("%Y%m%d%H%M%S+0000")
 
 
+def rescheduled_to(calcom, old_uid: str) -> str:
+    """The uid of the booking Cal.com made for a reschedule (the fake records a POST before it
+    has applied it, so wait for it)."""
+    return wait_for(lambda: next((b["uid"] for b in list(calcom.bookings.values())
+                                  if b.get("rescheduledFromUid") == old_uid), None), 10,
+                    message=f"the booking that replaces {old_uid}")
+
+
 def ehr_siu(event: str, control_id: str, start: datetime, *, placer: str = f"{KEY}^CALCOM",
             filler: str = "E-7781^EHR", status: str = "Booked",
             reason: str = "") -> bytes:
@@ -153,8 +161,7 @@ def test_echo_is_no_block_filler_goes_back_and_ehr_changes_reach_calcom_once(
     assert [p["path"] for p in posts] == [f"/v2/bookings/{MOVED_UID}/reschedule"]
     assert posts[0]["body"] == {"start": ehr_moved_at.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
                                 "reschedulingReason": "Clinic moved the slot"}
-    new_uid = next(b["uid"] for b in calcom.bookings.values()
-                   if b.get("rescheduledFromUid") == MOVED_UID)
+    new_uid = rescheduled_to(calcom, MOVED_UID)
     # Cal.com's webhook for it comes back: nothing new goes to the EHR
     answer = post_signed(base, body("04_booking_rescheduled.json", ehr_moved_at, uid=new_uid,
                                     rescheduleUid=MOVED_UID, iCalSequence=2))
@@ -283,8 +290,7 @@ def test_a_move_then_a_cancel_in_the_ehr_reach_the_new_booking_and_nothing_comes
     assert [msa(a)[1] for a in acks] == ["AA", "AA"]
     posts = wait_for(lambda: len(p := calcom.posts()) == 2 and p, 30,
                      message="the reschedule and the cancel at Cal.com")
-    new_uid = next(b["uid"] for b in calcom.bookings.values()
-                   if b.get("rescheduledFromUid") == CREATED_UID)
+    new_uid = rescheduled_to(calcom, CREATED_UID)
     assert [p["path"] for p in posts] == [f"/v2/bookings/{CREATED_UID}/reschedule",
                                           f"/v2/bookings/{new_uid}/cancel"]
     assert calcom.bookings[new_uid]["status"] == "cancelled"
