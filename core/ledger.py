@@ -195,7 +195,7 @@ class Ledger:
         pipe.sadd(self.waiting_key(needed_uid), event_id)
         pipe.sadd(self.parked_uids, needed_uid)
         pipe.zadd(self.due, {f"wait:{event_id}": deadline}, nx=True)
-        pipe.sismember(self.appt(key) + ":uids", needed_uid)
+        pipe.exists(self.uid_key(needed_uid))  # known under any key: the event's may be stale
         if not pipe.execute()[-1]:
             return False
         return event_id in self.wake([needed_uid], unprocessed, repr(clock.now()))
@@ -207,10 +207,6 @@ class Ledger:
 
     def _wake_keys(self, uids: list[str], unprocessed: str) -> list[str]:
         return [unprocessed, self.due, self.parked_uids, *(self.waiting_key(u) for u in uids)]
-
-    def is_known_to(self, key: str, uid: str) -> bool:
-        """The appointment has this uid: an event waiting for it can go now."""
-        return bool(self.r.sismember(self.appt(key) + ":uids", uid))
 
     def known_parked_uids(self, limit: int = 1000) -> list[str]:
         """Parked-on uids the ledger knows now (their waiters missed their wake-up)."""

@@ -282,7 +282,7 @@ def expire_wait(rt: Runtime, event_id: str) -> bool:
     stored = rt.store.get(event_id)
     key = stored.appointment_key if stored else ""
     needed = rt.redis.hget(rt.store.keys.event(event_id), "waiting_for")
-    if needed and rt.ledger.is_known_to(key, needed.decode()):  # it came; the wake-up was lost
+    if needed and rt.ledger.resolve(needed.decode()):  # it came (under any key): wake, not expire
         rt.ledger.wake([needed.decode()], rt.store.keys.unprocessed, repr(clock.now()))
         rt.reprocess(event_id, False)
         return False
