@@ -14,7 +14,7 @@ from datetime import datetime
 import requests
 
 from adapters.calcom.api import utc_iso
-from adapters.calcom.http import CalcomApiError, api_session
+from adapters.calcom.http import CalcomApiError, answer_data, api_session, post_data
 from core.config import CalcomSettings
 
 
@@ -48,27 +48,11 @@ class BookingActions:
                                     timeout=self.timeout)
         except requests.RequestException as exc:
             raise CalcomApiError(f"Cal.com API unreachable: {exc.__class__.__name__}") from None
-        data = self._data(resp)
+        data = answer_data(resp)
         if not isinstance(data, dict):
             raise CalcomApiError("Cal.com API answer is not one booking", resp.status_code,
                                  transient=False)
         return data
 
     def _post(self, path: str, body: dict[str, object]) -> object:
-        try:
-            resp = self.session.post(f"{self.settings.api_url}{path}", json=body,
-                                     timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise CalcomApiError(f"Cal.com API unreachable: {exc.__class__.__name__}") from None
-        return self._data(resp)
-
-    @staticmethod
-    def _data(resp: requests.Response) -> object:
-        if resp.status_code in (200, 201):
-            try:
-                return resp.json().get("data")
-            except (ValueError, AttributeError):
-                raise CalcomApiError("Cal.com API answer is not JSON", resp.status_code) from None
-        transient = resp.status_code >= 500 or resp.status_code in (408, 429)
-        raise CalcomApiError(f"Cal.com API answered HTTP {resp.status_code}", resp.status_code,
-                             transient)
+        return post_data(self.session, self.settings, path, body, self.timeout)

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import redis
-import requests
 
-from adapters.calcom.http import CalcomApiError, api_session
+from adapters.calcom.http import CalcomApiError, api_session, post_data
 from core import clock
 from core.config import CalcomSettings, ProviderSettings
 from core.models import AppointmentEvent, EventKind
@@ -138,16 +137,4 @@ class BlockerApi:
             raise
 
     def _post(self, path: str, body: dict[str, object]) -> object:
-        try:
-            resp = self.session.post(f"{self.settings.api_url}{path}", json=body,
-                                     timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise CalcomApiError(f"Cal.com API unreachable: {exc.__class__.__name__}") from None
-        if resp.status_code in (200, 201):
-            try:
-                return resp.json().get("data")
-            except (ValueError, AttributeError):
-                raise CalcomApiError("Cal.com API answer is not JSON", resp.status_code) from None
-        transient = resp.status_code >= 500 or resp.status_code in (408, 429)
-        raise CalcomApiError(f"Cal.com API answered HTTP {resp.status_code}", resp.status_code,
-                             transient)
+        return post_data(self.session, self.settings, path, body, self.timeout)

@@ -75,7 +75,7 @@ def profiles(tmp_path_factory):
     return {cs: profile(tmp, charset=f'"{cs}"', allow_notes="true") for cs in CHARSETS}
 
 
-def _check(field: str, text: str, charset: str, prof) -> None:
+def assert_stays_in_its_field(field: str, text: str, charset: str, prof) -> None:
     put, path, read_back = FIELDS[field]
     if not text.strip() and field in ("email", "uid", "phone", "memberId"):
         text = "x" + text  # blank falls back to another field (responses.email, uid...)
@@ -98,7 +98,7 @@ def _check(field: str, text: str, charset: str, prof) -> None:
 @pytest.mark.parametrize("field", list(FIELDS))
 def test_hostile_samples_stay_inside_their_field(profiles, field, charset):
     for text in HOSTILE:
-        _check(field, text, charset, profiles[charset])
+        assert_stays_in_its_field(field, text, charset, profiles[charset])
 
 
 @pytest.mark.parametrize("charset", list(CHARSETS))
@@ -108,4 +108,4 @@ def test_hostile_samples_stay_inside_their_field(profiles, field, charset):
 def test_any_text_in_any_field_gives_one_frame_and_reads_back(profiles, charset, data):
     field = data.draw(st.sampled_from(sorted(FIELDS)), label="field")
     text = data.draw(CHARSETS[charset], label="text")
-    _check(field, text, charset, profiles[charset])
+    assert_stays_in_its_field(field, text, charset, profiles[charset])
