@@ -91,10 +91,11 @@ def oidc_finish() -> Any:
         return _refused("The identity provider did not sign you in.", 401)
     client = _client()
     try:
-        token = client.authorize_access_token()
+        # a redirect must not carry the code, the client secret or the token to another host
+        token = client.authorize_access_token(allow_redirects=False)
         claims = dict(token.get("userinfo") or {})
         if oidc.role_claim not in claims or oidc.username_claim not in claims:
-            claims.update(client.userinfo(token=token))
+            claims.update(client.userinfo(token=token, allow_redirects=False))
     except (RequestException, AuthlibBaseError, ValueError) as exc:
         ctx.audit.record("console:oidc", "console.login_failed", "console", method="oidc",
                          error=type(exc).__name__)

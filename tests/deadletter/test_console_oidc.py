@@ -10,9 +10,13 @@ import json
 import os
 import re
 import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import pytest
+import requests
 
 from core.config import ConfigError, OidcSettings, Settings
 from deadletter.console.oidc import role_for
@@ -139,3 +143,77 @@ def test_an_account_without_a_mapped_group_is_refused(provider, new_browser, rcl
     entries = [json.loads(e) for e in rclient.lrange("calehr:audit", 0, -1)]
     assert any(e["action"] == "console.login_refused" and e["actor"] == "console:oidc:nobody"
                for e in entries)
+
+
+class _Provider(BaseHTTPRequestHandler):
+    """Metadata like a real provider's, and a token endpoint that redirects to another host."""
+
+    elsewhere = ""
+    token_posts: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        base = f"http://127.0.0.1:{self.server.server_port}"
+        body = json.dumps({"issuer": base, "authorization_endpoint": f"{base}/auth",
+                           "token_endpoint": f"{base}/token", "jwks_uri": f"{base}/jwks",
+                           "userinfo_endpoint": f"{base}/me"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.token_posts.append(self.path)
+        self.send_response(307)
+        self.send_header("Location", f"{self.elsewhere}/steal")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _Elsewhere(BaseHTTPRequestHandler):
+    hits: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.hits.append(self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode())
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        body = b'{"access_token": "x", "token_type": "Bearer"}'
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_redirecting_token_endpoint_gets_no_code_or_secret_elsewhere(stack, rclient):
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), h) for h in (_Provider, _Elsewhere)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    idp, elsewhere = (f"http://127.0.0.1:{s.server_port}" for s in servers)
+    _Provider.elsewhere, _Provider.token_posts, _Elsewhere.hits = elsewhere, [], []
+    try:
+        web_port = free_port()
+        web = f"http://127.0.0.1:{web_port}"
+        stack.write_config(console_config(stack.tmp / "outbox", free_port()) + oidc_toml(idp)
+                           + f'\n[web]\npublic_url = "{web}"\n')
+        stack.start("web", web_cmd(web_port))
+        wait_http(f"{web}/healthz")
+        http = requests.Session()
+        login = http.get(f"{web}/console/oidc/login", allow_redirects=False, timeout=10)
+        assert login.status_code == 302 and login.headers["Location"].startswith(f"{idp}/auth")
+        state = parse_qs(urlparse(login.headers["Location"]).query)["state"][0]
+        finish = http.get(f"{web}/console/oidc/finish", params={"code": "c0de", "state": state},
+                          allow_redirects=False, timeout=10)
+        assert finish.status_code == 401
+        assert _Provider.token_posts == ["/token"]  # the exchange was tried once, at the provider
+        assert _Elsewhere.hits == []  # and its 307 was not followed with the code and secret
+        assert "sid" not in str(http.cookies.get_dict())
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
