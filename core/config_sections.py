@@ -125,7 +125,7 @@ class TargetSettings:
     """An EHR the bridge delivers to: MLLP, a folder of files, or FHIR."""
 
     name: Annotated[Str, about("unique name routes refer to")]
-    kind: Annotated[Literal["mllp", "file", "fhir"], about("mllp | file | fhir")]  # mllp | file | fhir
+    kind: Annotated[Literal["mllp", "file", "fhir"], about("how the EHR is reached")]  # mllp | file | fhir
     host: Annotated[Str, about("mllp: EHR host")] = "127.0.0.1"
     port: Annotated[Int, about("mllp: EHR port (1-65535)")] = 0
     path: Annotated[Str, about("file: the folder SIU files are written to")] = ""  # file: folder
@@ -143,7 +143,7 @@ class TargetSettings:
         "false: MEETING_ENDED is recorded, not sent; true: S14 with SCH-25 Complete, FHIR "
         "`fulfilled`")] = False  # MEETING_ENDED → S14 Complete / FHIR fulfilled (opt-in)
     status_case: Annotated[Literal["title", "upper"], about(
-        "filler status: title (Booked) | upper (BOOKED)")] = "title"  # title (Booked) | upper (BOOKED)
+        "filler status: title (Booked) or upper (BOOKED)")] = "title"  # title (Booked) | upper (BOOKED)
     transient_ack_codes: Annotated[Strings, about("ACK codes retried")] = ("AR", "CR")
     permanent_ack_codes: Annotated[Strings, about("ACK codes that make a dead letter")] = ("AE", "CE")
     tls: Annotated[Bool, about("mllp: speak TLS")] = False
@@ -157,7 +157,7 @@ class TargetSettings:
     max_attempts: Annotated[Int, about("then a dead letter")] = 50
     max_age_seconds: Annotated[Int, about("an undelivered event older than this is a dead letter")] = (
         24 * 3600)
-    auth: Annotated[Literal["none", "bearer", "oauth2"], about("fhir: none | bearer | oauth2")] = (
+    auth: Annotated[Literal["none", "bearer", "oauth2"], about("fhir: how the bridge signs in")] = (
         "none")  # fhir: none | bearer | oauth2
     token: Annotated[Str, about("fhir: bearer token")] = ""
     token_url: Annotated[Str, about("fhir oauth2: token endpoint (client credentials)")] = ""
@@ -239,7 +239,7 @@ class UserSettings:
     password_hash: Annotated[PasswordHash, about(
         "werkzeug hash made by `calehr hash-password`")]  # werkzeug format
     role: Annotated[Literal["viewer", "operator", "admin"], about(
-        "viewer | operator | admin")]  # viewer | operator | admin
+        "what the user may do in the console")]  # viewer | operator | admin
 
 
 @table
