@@ -331,7 +331,7 @@ class WebSettings:
 @table
 @dataclass(frozen=True)
 class MllpListenerSettings:
-    """`calehr mllp`: what a peer on the hospital network may do to the inbound listener."""
+    """The inbound MLLP listener: what a peer on the hospital network may do to it."""
 
     max_connections: Annotated[PosInt, about("connections at once")] = 256
     max_connections_per_peer: Annotated[PosInt, about(
