@@ -19,8 +19,9 @@ def _settings() -> Settings:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    env = dict(os.environ, CALEHR_CONFIG=args.file) if args.file else None
     try:
-        s = Settings.load()
+        s = Settings.load(env)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
@@ -32,6 +33,20 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     print(f"  REDIS_URL: {'set' if s.redis_url else 'not set (calehr up embeds Redis)'}")
     if "whsec_demo_3f9a1c2e7b" in s.calcom.webhook_secrets:
         print("  warning: the DEMO webhook secret is configured; do not use it in production")
+    return 0
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    from calehr.configdoc import schema_text
+
+    sys.stdout.write(schema_text())
+    return 0
+
+
+def cmd_config_table(args: argparse.Namespace) -> int:
+    from calehr.configdoc import config_table
+
+    sys.stdout.write(config_table())
     return 0
 
 
@@ -209,8 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     cfg = sub.add_parser("config", help="configuration")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
-    cfg_sub.add_parser("check", help="parse and validate the config").set_defaults(
-        func=cmd_config_check)
+    ck = cfg_sub.add_parser("check", help="parse and validate the config; errors name the key")
+    ck.add_argument("file", nargs="?", default="", help="this file instead of CALEHR_CONFIG")
+    ck.set_defaults(func=cmd_config_check)
+    cfg_sub.add_parser("schema", help="print the config file's JSON Schema (draft 2020-12)"
+                       ).set_defaults(func=cmd_config_schema)
+    cfg_sub.add_parser("table", help="print the README's configuration table (markdown)"
+                       ).set_defaults(func=cmd_config_table)
 
     mp = sub.add_parser("map", help="print the message(s) a webhook body maps to; sends nothing")
     mp.add_argument("file", nargs="+", help="one body, or one booking's bodies in order")

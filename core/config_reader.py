@@ -1,11 +1,24 @@
-"""Reading the TOML tables strictly: `${VAR}` expansion, typed getters, unknown keys refused.
-Every error is a ConfigError that names the key (core/config.py builds Settings with these)."""
+"""Reading the config file strictly: `${VAR}` expansion, the field types the sections use, and
+pydantic's validation errors turned into one ConfigError naming each key (core/config.py)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    with_config,
+)
+from pydantic.fields import FieldInfo
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -31,75 +44,88 @@ def expand(value: Any, env: Mapping[str, str], key: str) -> Any:
     return value
 
 
-class Section:
-    """Reads one table strictly: wrong types and unknown keys are errors naming the key."""
-
-    def __init__(self, data: Any, name: str) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{name}: must be a table")
-        self.data = dict(data)
-        self.name = name
-        self.used: set[str] = set()
-
-    def _key(self, key: str) -> str:
-        return f"{self.name}.{key}" if self.name else key
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., *,
-            required: bool = False) -> Any:
-        self.used.add(key)
-        if key not in self.data:
-            if required or default is ...:
-                raise ConfigError(f"{self._key(key)}: required")
-            return default
-        value = self.data[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            raise ConfigError(f"{self._key(key)}: expected {_names(kinds)}, got a boolean")
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kinds):
-            raise ConfigError(f"{self._key(key)}: expected {_names(kinds)}, got {type(value).__name__}")
-        return value
-
-    def strings(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
-        value = self.get(key, (list, str), list(default))
-        if isinstance(value, str):
-            value = [value]
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                raise ConfigError(f"{self._key(key)}[{i}]: expected a string")
-        return tuple(value)
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise ConfigError(f"{self._key(unknown[0])}: unknown key")
+# Every table refuses keys it does not know (applied to each section dataclass).
+table = with_config(ConfigDict(extra="forbid"))
 
 
-def _names(kinds: tuple[type, ...]) -> str:
-    words = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             list: "a list", dict: "a table"}
-    return " or ".join(words.get(k, k.__name__) for k in kinds)
+def about(text: str, **constraints: Any) -> FieldInfo:
+    """A key's description: the JSON Schema and the README table show it."""
+    return Field(description=text, **constraints)
 
 
-def table_list(raw: dict[str, Any], key: str) -> list[Section]:
-    value = raw.get(key, [])
-    if not isinstance(value, list):
-        raise ConfigError(f"{key}: must be an array of tables ([[{key}]])")
-    return [Section(item, f"{key}[{i}]") for i, item in enumerate(value)]
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
 
 
-def dataclass_section(raw: dict[str, Any], name: str, cls: type) -> Any:
-    s = Section(raw.get(name, {}), name)
-    values = {}
-    for f in cls.__dataclass_fields__.values():
-        kind = {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)]
-        values[f.name] = s.get(f.name, kind, f.default)
-    s.done()
-    for key, value in values.items():
-        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-            raise ConfigError(f"{name}.{key}: must not be negative")
-    return cls(**values)
+# Per-field strict types, not pydantic's global strict mode: nested tables still validate from
+# TOML's dicts into the section dataclasses, while a bool is never an int and a string never a number.
+Str = StrictStr
+Bool = StrictBool
+Int = Annotated[int, Strict()]
+Num = Annotated[float, Strict()]  # an integer or a float, stored as float
+NonNegInt = Annotated[int, Strict(), Field(ge=0)]
+NonNegNum = Annotated[float, Strict(), Field(ge=0)]
+PosInt = Annotated[int, Strict(), Field(gt=0)]
+PosNum = Annotated[float, Strict(), Field(gt=0)]
+# a list of strings; one string is a list of one
+Strings = Annotated[tuple[StrictStr, ...],
+                    BeforeValidator(_one_or_many, json_schema_input_type=str | list[str])]
+
+
+def each_string(check: Any) -> Any:
+    """Strings whose every item passes `check` (a ValueError names the item)."""
+    return Annotated[tuple[Annotated[StrictStr, AfterValidator(check)], ...],
+                     BeforeValidator(_one_or_many, json_schema_input_type=str | list[str])]
+
+
+def rstrip_slash(url: str) -> str:
+    return url.rstrip("/")
+
+
+Url = Annotated[StrictStr, AfterValidator(rstrip_slash)]
+
+_TYPE_WORDS = {
+    "int_type": "an integer", "float_type": "a number", "string_type": "a string",
+    "bool_type": "true or false", "tuple_type": "an array", "list_type": "an array",
+    "dataclass_type": "a table", "dataclass_args_type": "a table", "dict_type": "a table",
+}
+_TOML_WORDS = {bool: "a boolean", str: "a string", int: "an integer", float: "a number",
+               list: "an array", tuple: "an array", dict: "a table"}
+
+
+def key_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "config"
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return "required"
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        return "unknown key"
+    if kind in _TYPE_WORDS:  # never the value itself: it may be a secret
+        got = _TOML_WORDS.get(type(error["input"]), type(error["input"]).__name__)
+        return f"expected {_TYPE_WORDS[kind]}, got {got}"
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    if kind == "greater_than_equal" and error["ctx"]["ge"] == 0:
+        return "must not be negative"
+    text = str(error["msg"]).replace("Input should be", "must be")
+    if kind == "literal_error":  # a choice, never a secret
+        text += f" (got {error['input']!r})"
+    return text
+
+
+def config_error(exc: ValidationError) -> ConfigError:
+    """One line per error, each starting with the key path (`targets[0].port: ...`)."""
+    lines = [f"{key_path(e['loc'])}: {_message(e)}" for e in exc.errors()]
+    return ConfigError("\n".join(dict.fromkeys(lines)))
 
 
 def check_fernet_keys(keys: tuple[str, ...]) -> None:

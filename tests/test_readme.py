@@ -189,6 +189,16 @@ def test_quick_start_and_support_path_as_written(bridge: Bridge):
     wait_for(lambda: bridge.dead_letters()[0]["state"] == "resolved", 30, 0.3, "resolved")
 
 
+def config_schema_validates(b: Bridge) -> None:
+    import tomllib
+
+    import jsonschema
+
+    schema = json.loads(ok(b.calehr("config", "schema")))
+    config = tomllib.loads((b.folder / "var" / "calehr.toml").read_text())
+    jsonschema.Draft202012Validator(schema).validate(config)
+
+
 def _commands(b: Bridge) -> dict[str, Callable[[], None]]:
     fixture = "tests/fixtures/calcom/02_booking_created.json"
     web_port, sim_port, mllp_port = free_port(), free_port(), free_port()
@@ -222,7 +232,9 @@ def _commands(b: Bridge) -> dict[str, Callable[[], None]]:
                                      f"http://127.0.0.1:{web_port}/healthz"),
         "calehr worker": lambda: serves(b, ["worker", "--hostname", "readme@%h"], "ready."),
         "calehr beat": lambda: serves(b, ["beat"], "beat: Starting"),
-        "calehr config check": lambda: ok(b.calehr("config", "check")),
+        "calehr config check [FILE]": lambda: (ok(b.calehr("config", "check")),
+                                               ok(b.calehr("config", "check", "var/calehr.toml"))),
+        "calehr config schema": lambda: config_schema_validates(b),
         "calehr status [--json]": lambda: (ok(b.calehr("status"), 0, 1),
                                            json.loads(ok(b.calehr("status", "--json"), 0, 1))),
         "calehr reconcile": lambda: ok(b.calehr("reconcile"), 2),  # no Cal.com API key: says so
