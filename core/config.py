@@ -25,6 +25,7 @@ from core.config_sections import (
     OidcSettings,
     PatientFieldSettings,
     ProviderSettings,
+    RedisSettings,
     RetentionSettings,
     RouteSettings,
     SecuritySettings,
@@ -34,13 +35,14 @@ from core.config_sections import (
     WebSettings,
     WorkerSettings,
 )
+from core.redis_url import is_sentinel, parse_sentinel_url
 
 __all__ = [
     "ConfigError", "Settings", "parse_settings", "CalcomSettings", "SecuritySettings",
     "ProviderSettings", "EventTypeSettings", "LocationSettings", "PatientFieldSettings",
     "TargetSettings", "RouteSettings", "DeliverySettings", "WorkerSettings", "UserSettings",
     "ConsoleSettings", "OidcSettings", "SpoolSettings", "RetentionSettings", "InboundSettings",
-    "WebSettings", "MllpListenerSettings",
+    "WebSettings", "MllpListenerSettings", "RedisSettings",
 ]
 
 DEFAULT_CONFIG = "calehr.toml"
@@ -69,6 +71,7 @@ class Settings:
     mllp: MllpListenerSettings = field(default_factory=MllpListenerSettings)
     users: tuple[UserSettings, ...] = ()
     oidc: OidcSettings = field(default_factory=OidcSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
     key_prefix: str = "calehr"
     var_dir: str = "var"
     source: str = ""
@@ -105,7 +108,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
     top = Section(raw, "")
     top.used.update({"calcom", "security", "providers", "event_types", "locations", "targets",
                      "routes", "patient", "delivery", "worker", "web", "console", "users", "spool",
-                     "retention", "inbound", "oidc", "mllp"})
+                     "retention", "inbound", "oidc", "mllp", "redis"})
 
     cal = Section(raw.get("calcom", {}), "calcom")
     secrets = cal.strings("webhook_secrets")
@@ -251,17 +254,20 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
                           "print(secrets.token_urlsafe(32))'`)")
 
     oidc = parse_oidc(raw.get("oidc", {}), console)
+    redis_settings = dataclass_section(raw, "redis", RedisSettings)
 
     key_prefix = top.get("key_prefix", str, "calehr")
     var_dir = top.get("var_dir", str, "var")
     top.done()
 
     redis_url = env.get("REDIS_URL", "")
+    if is_sentinel(redis_url):
+        parse_sentinel_url(redis_url)  # a bad Sentinel URL fails here, at start, naming the part
     return Settings(
         calcom=calcom, security=SecuritySettings(keys), redis_url=redis_url,
         providers=tuple(providers), event_types=tuple(event_types), locations=tuple(locations),
         targets=tuple(targets), routes=tuple(routes), patient=patient, delivery=delivery,
         worker=worker, web=web, console=console, spool=spool, retention=retention,
         inbound=inbound, mllp=mllp, users=tuple(users), oidc=oidc, key_prefix=key_prefix,
-        var_dir=var_dir, source=source,
+        var_dir=var_dir, source=source, redis=redis_settings,
     )

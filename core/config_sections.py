@@ -225,3 +225,14 @@ class MllpListenerSettings:
     tls_cert_file: str = ""  # set with tls_key_file: the listener speaks TLS only
     tls_key_file: str = ""
     tls_client_ca_file: str = ""  # set: every peer must show a certificate from this CA
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """[redis]: how sure an acknowledged write is (see core/replication.py)."""
+
+    # replicas that must hold a write before the bridge acknowledges it (Redis WAIT); 0 = off
+    replicas_to_confirm: int = 0
+    replica_wait_ms: int = 500
+    # one `celery beat` at a time across hosts: the leader renews a Redis lock this often
+    beat_lock_seconds: float = 30.0
