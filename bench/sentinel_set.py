@@ -57,7 +57,8 @@ class SentinelSet:
         cmd = [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir",
                str(data.resolve()), "--appendonly", "yes", "--appendfsync", "always",
                "--maxmemory-policy", "noeviction", "--save", "", "--daemonize", "no",
-               "--min-replicas-to-write", str(self.min_replicas), "--min-replicas-max-lag", "10"]
+               "--min-replicas-to-write", str(self.min_replicas), "--min-replicas-max-lag", "10",
+               "--repl-diskless-sync-delay", "0"]  # a replica syncs at once, not after 5 s
         if replica_of:
             cmd += ["--replicaof", "127.0.0.1", str(replica_of)]
         self.nodes[port] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
@@ -100,11 +101,12 @@ class SentinelSet:
     def wait_replicated(self, master: int, timeout: float = 30.0) -> None:
         client = redis.Redis(port=master, socket_timeout=2)
 
-        def linked() -> bool:
+        def linked() -> bool:  # a write the replica confirms (WAIT), not only "online"
             with contextlib.suppress(redis.RedisError):
-                info = client.info("replication")
-                return info.get("connected_slaves", 0) >= 1 and \
-                    info.get("slave0", {}).get("state") == "online"
+                pipe = client.pipeline(transaction=False)
+                pipe.incr("sentinel-set:probe")
+                pipe.execute_command("WAIT", 1, 200)
+                return pipe.execute()[1] >= 1
             return False
 
         _wait(linked, timeout, f"a replica of {master} to be online")
