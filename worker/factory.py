@@ -40,6 +40,8 @@ def make_celery(settings: Settings, *, with_tasks: bool = False) -> Celery:
         worker_enable_soft_shutdown_on_idle=True,
         broker_pool_limit=10,
         beat_schedule=_beat_schedule(settings),
+        beat_scheduler="worker.beat_leader:LeaderScheduler",  # one beat across hosts
+        calehr_settings=settings,  # for that scheduler: the settings read once at start
     )
     if tls:  # sentinels://: the master over TLS too, certificates checked (kombu's broker_use_ssl)
         import ssl
