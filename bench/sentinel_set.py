@@ -52,20 +52,8 @@ class SentinelSet:
             _wait(lambda p=port: self._sentinel_knows_replica(p), 20.0, "sentinels to see the replica")
 
     def start_node(self, port: int, replica_of: int | None = None) -> None:
-        data = self.dir / f"node-{port}"
-        data.mkdir(parents=True, exist_ok=True)
-        cmd = [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir",
-               str(data.resolve()), "--appendonly", "yes", "--appendfsync", "always",
-               "--maxmemory-policy", "noeviction", "--save", "", "--daemonize", "no",
-               "--min-replicas-to-write", str(self.min_replicas), "--min-replicas-max-lag", "10",
-               "--repl-diskless-sync-delay", "0"]  # a replica syncs at once, not after 5 s
-        if replica_of:
-            cmd += ["--replicaof", "127.0.0.1", str(replica_of)]
-        self.nodes[port] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.DEVNULL, start_new_session=True,
-                                            env=server_env())
-        client = redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=2)
-        _wait(lambda: _answers(client), 10.0, f"redis on {port}")
+        self.nodes[port] = start_node(self.dir / f"node-{port}", port, replica_of,
+                                      self.min_replicas)
 
     def master_port(self) -> int | None:
         """The master's port as the sentinels report it (any one that answers)."""
@@ -126,6 +114,24 @@ class SentinelSet:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+def start_node(data: Path, port: int, replica_of: int | None = None,
+               min_replicas: int = 0) -> subprocess.Popen[bytes]:
+    """One redis-server as the embedded one runs (AOF always, noeviction), answering PING."""
+    data.mkdir(parents=True, exist_ok=True)
+    cmd = [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir",
+           str(data.resolve()), "--appendonly", "yes", "--appendfsync", "always",
+           "--maxmemory-policy", "noeviction", "--save", "", "--daemonize", "no",
+           "--min-replicas-to-write", str(min_replicas), "--min-replicas-max-lag", "10",
+           "--repl-diskless-sync-delay", "0"]  # a replica syncs at once, not after 5 s
+    if replica_of:
+        cmd += ["--replicaof", "127.0.0.1", str(replica_of)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env=server_env())
+    client = redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=2)
+    _wait(lambda: _answers(client), 10.0, f"redis on {port}")
+    return proc
 
 
 def _answers(client: redis.Redis) -> bool:
