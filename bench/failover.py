@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import sys
 import threading
 import time
@@ -41,6 +42,12 @@ class FailoverFigures:
     delivered_before_kill: int = 0
     seconds_without_delivery: float = 0.0  # the EHR's longest gap around the kill
     first_delivery_after_kill_s: float = 0.0
+    # reverse direction: the EHR's own appointments over MLLP → busy blocks in Cal.com's ICS feed
+    ehr_messages: int = 0  # S12/S15 the EHR sent until each was answered AA
+    ehr_resends: int = 0  # sent again after AR 207, no answer or a refused connection
+    ehr_blocks_expected: int = 0
+    ehr_blocks_lost: int = 0
+    ehr_blocks_extra: int = 0  # a cancelled one still there, or one twice
 
 
 class FailoverRun(ChaosRun):
@@ -54,6 +61,58 @@ class FailoverRun(ChaosRun):
         self.kill_at = kill_at
         self.ha = FailoverFigures(confirm=confirm)
         self.killed_wall = 0.0
+
+    def ehr_traffic(self, seconds: float) -> None:
+        """The EHR books its own appointments (S12) and cancels every third (S15), spread over
+        `seconds`, each sent again until it is answered AA (as an EHR's MLLP client does)."""
+        from tests.adapters.hl7v2.inbound_samples import YEAR, siu
+
+        n = max(3, int(seconds * 2))
+        msgs = []
+        for i in range(n):
+            day = f"{YEAR}03{1 + i % 28:02d}{8 + i // 28:02d}"
+            msgs.append(siu("S12", f"FO{i:04d}", appt_id=f"EHR-FO-{i}", start=f"{day}0000",
+                            end=f"{day}3000"))
+            if i % 3 == 2:
+                msgs.append(siu("S15", f"FO{i:04d}C", appt_id=f"EHR-FO-{i}", start=f"{day}0000",
+                                end=f"{day}3000", status="Cancelled"))
+        self.ha.ehr_blocks_expected = n - n // 3
+        gap = seconds / len(msgs)
+        for msg in msgs:
+            self._until_aa(msg)
+            self.ha.ehr_messages += 1
+            time.sleep(gap)
+
+    def _until_aa(self, msg: bytes) -> None:
+        from tests.adapters.hl7v2.listener import exchange, msa
+
+        for _ in range(600):  # bounded: 600 tries, at most ~2 min
+            try:
+                if msa(exchange(self.mllp_port, msg)[0])[1] == "AA":
+                    return
+            except (OSError, TimeoutError, StopIteration):
+                pass
+            self.ha.ehr_resends += 1
+            time.sleep(0.2)
+        self.fig.problems.append("an EHR message was never answered AA")
+
+    def check_feed(self, base: str) -> None:
+        from tests.adapters.hl7v2.listener import feed
+
+        for _ in range(100):  # the feed answers once Redis does
+            answer = feed(base)
+            if answer.status_code == 200:
+                break
+            time.sleep(0.2)
+        uids = [line.split(":", 1)[1].strip() for line in answer.text.splitlines()
+                if line.startswith("UID:")]
+        # only this run's blocks are in the feed (a fresh Redis): count them, and count twins
+        want = self.ha.ehr_blocks_expected
+        self.ha.ehr_blocks_lost = max(0, want - len(set(uids)))
+        self.ha.ehr_blocks_extra = max(0, len(set(uids)) - want) + len(uids) - len(set(uids))
+        if self.ha.ehr_blocks_lost or self.ha.ehr_blocks_extra:
+            self.fig.problems.append(f"EHR blocks in the feed: lost {self.ha.ehr_blocks_lost}, "
+                                     f"extra {self.ha.ehr_blocks_extra}")
 
     def chaos(self, started: float, stop: threading.Event) -> None:
         if stop.wait(max(0.0, started + self.kill_at - time.monotonic())):
@@ -88,8 +147,14 @@ class FailoverRun(ChaosRun):
         for _ in range(self.workers_wanted):
             self.start_worker()
         self.start("beat", beat_cmd(self.tmp / "beat-schedule"))
+        listener = self.start("mllp", [sys.executable, "-m", "calehr.cli", "mllp", "--port", "0"])
+        found = wait_for(lambda: re.search(r"mllp listening on [\d.]+:(\d+)", listener.output()),
+                         30, 0.05, "the MLLP listener")
+        self.mllp_port = int(found.group(1))
         for proc in self.workers:  # traffic flows before the kill
             wait_for(lambda p=proc: "ready." in p.output(), 60, 0.1, f"{proc.name} to be ready")
+        ehr = threading.Thread(target=self.ehr_traffic, args=(self.chaos_seconds,), daemon=True)
+        ehr.start()
         stop = threading.Event()
         begin = time.monotonic()
         chaos = threading.Thread(target=self.chaos, args=(begin, stop), daemon=True)
@@ -100,6 +165,7 @@ class FailoverRun(ChaosRun):
                 pool.submit(self.post, change, bases[i % 2])
                 time.sleep(gap)
         chaos.join()
+        ehr.join(180)
         client = redis_for_url(self.redis.url)
         try:
             deadline = started + self.bound
@@ -111,6 +177,7 @@ class FailoverRun(ChaosRun):
                 time.sleep(0.25)
             self._check(client)
             self._gap()
+            self.check_feed(bases[0])
         finally:
             stop.set()
             client.close()
@@ -144,10 +211,12 @@ def run_failover(seed: int = 1, appointments: int = 10, *, confirm: bool = False
 
 
 def summary(fig: Figures, ha: FailoverFigures) -> dict:
-    return {"ok": fig.ok, "events": fig.events, "posts": fig.posts, **asdict(ha),
+    forward = {k: v for k, v in asdict(ha).items() if not k.startswith("ehr_")}
+    return {"ok": fig.ok, "events": fig.events, "posts": fig.posts, **forward,
             "delivered": fig.delivered, "expected": fig.expected, "lost": fig.missing,
             "resent_same_msh10": fig.duplicates_by_msh10,
             "duplicated_changes": fig.changes_under_two_msh10, "out_of_order": fig.out_of_order,
+            "ehr_to_calcom": {k: v for k, v in asdict(ha).items() if k.startswith("ehr_")},
             "spooled": fig.spooled, "dead_letters": fig.dead_letters, "seconds": fig.seconds,
             "problems": fig.problems}
 
