@@ -76,7 +76,8 @@ def _drain_locked(rt: Runtime, key: str, target: str, token: str, lock: str, ttl
             rt.ledger.schedule(key, target, retry_at)
             return "circuit-open"
         step = deliver_one(rt, d, known)
-        rt.redis.eval(_RENEW, 1, lock, token, ttl_ms)
+        if not rt.redis.eval(_RENEW, 1, lock, token, ttl_ms):  # lost (expired, a failover)
+            return "lost-lock"  # stop: another worker may hold this queue now
         if step == "retry":
             return "retrying"
     return "more"
