@@ -123,15 +123,20 @@ class FailoverRun(ChaosRun):
         killed = time.monotonic()
         old = self.redis.kill_master()
         self.fig.kills += 1
-        new = self.redis.wait_promoted(old)
-        self.ha.promotion_s = round(time.monotonic() - killed, 2)
-        self.redis.start_node(old)  # as a host would come back: its own config, as a master
-        deadline = time.monotonic() + 60
-        while self.redis.role(old) != "slave" and time.monotonic() < deadline:
-            if stop.wait(0.1):
-                return
-        self.redis.wait_replicated(new, 30)
-        self.ha.old_master_replica_s = round(time.monotonic() - killed, 2)
+        try:
+            self.redis.wait_promoted(old)
+            self.ha.promotion_s = round(time.monotonic() - killed, 2)
+            self.redis.start_node(old)  # as a host comes back: its own config, as a master
+            deadline = time.monotonic() + 90
+            while not self.redis.linked_replica(old) and time.monotonic() < deadline:
+                if stop.wait(0.1):
+                    return
+            if self.redis.linked_replica(old):
+                self.ha.old_master_replica_s = round(time.monotonic() - killed, 2)
+            else:
+                self.fig.problems.append("the old master did not come back as a replica in 90 s")
+        except RuntimeError as exc:  # a step timed out: say so instead of dying quietly
+            self.fig.problems.append(f"failover step: {exc}")
 
     def _run(self, started: float) -> None:
         self.redis.start()

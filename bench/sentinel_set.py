@@ -40,6 +40,7 @@ class SentinelSet:
             conf = self.dir / f"sentinel-{i}.conf"  # Sentinel rewrites its file: one each
             conf.write_text(
                 f"port {port}\nbind 127.0.0.1\ndaemonize no\ndir {self.dir.resolve()}\n"
+                f"logfile {(self.dir / f'sentinel-{i}.log').resolve()}\n"
                 f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.ports[0]} 2\n"
                 f"sentinel down-after-milliseconds {MASTER_NAME} {self.down_after_ms}\n"
                 f"sentinel failover-timeout {MASTER_NAME} {self.failover_timeout_ms}\n"
@@ -70,6 +71,14 @@ class SentinelSet:
             client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=0.5)
             return client.execute_command("ROLE")[0].decode()
         return "down"
+
+    def linked_replica(self, port: int) -> bool:
+        """The node on `port` is a replica whose link to its master is up."""
+        with contextlib.suppress(redis.RedisError):
+            client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=0.5)
+            info = client.info("replication")
+            return info.get("role") == "slave" and info.get("master_link_status") == "up"
+        return False
 
     def kill_master(self) -> int:
         """kill -9 the current master; returns its port."""
@@ -124,7 +133,8 @@ def start_node(data: Path, port: int, replica_of: int | None = None,
            str(data.resolve()), "--appendonly", "yes", "--appendfsync", "always",
            "--maxmemory-policy", "noeviction", "--save", "", "--daemonize", "no",
            "--min-replicas-to-write", str(min_replicas), "--min-replicas-max-lag", "10",
-           "--repl-diskless-sync-delay", "0"]  # a replica syncs at once, not after 5 s
+           "--repl-diskless-sync-delay", "0",  # a replica syncs at once, not after 5 s
+           "--logfile", str((data / "redis.log").resolve())]
     if replica_of:
         cmd += ["--replicaof", "127.0.0.1", str(replica_of)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
