@@ -6,6 +6,7 @@ beats, Redis and the MLLP EHR simulator (bench/chaos.py's checks at the EHR)."""
 from __future__ import annotations
 
 import re
+import shutil
 import time
 
 import pytest
@@ -110,4 +111,5 @@ def test_two_hosts_share_one_redis_one_beat_both_spools_drained_all_delivered_in
         for proc in reversed(run.procs):
             proc.stop(5)
         run.redis.stop()
+        shutil.rmtree(run.tmp, ignore_errors=True)  # logs: printed by pytest on a failure
 
