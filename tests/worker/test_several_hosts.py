@@ -68,6 +68,7 @@ def received_total(base: str) -> float:
 
 def test_two_hosts_share_one_redis_one_beat_both_spools_drained_all_delivered_in_order():
     run = TwoHosts()
+    passed = False
     try:
         run.redis.start()
         run.start_ehr()
@@ -105,11 +106,13 @@ def test_two_hosts_share_one_redis_one_beat_both_spools_drained_all_delivered_in
         wait_for(lambda: LEADING in run.beats[standby].output(), 20, message="a new leader")
         wait_for(lambda: SENDING in run.beats[standby].output(), 20, message="its ticks")
         assert time.monotonic() - killed < 10
+        passed = True
     finally:
         run.fig.problems.clear()
         run.keep = False
         for proc in reversed(run.procs):
             proc.stop(5)
         run.redis.stop()
-        shutil.rmtree(run.tmp, ignore_errors=True)  # logs: printed by pytest on a failure
+        if passed:  # else the logs stay for a look
+            shutil.rmtree(run.tmp, ignore_errors=True)
 
