@@ -146,3 +146,18 @@ def test_delivery_is_retried_when_its_done_record_is_not_confirmed(attached, tmp
     attached.attach()
     assert drain(rt, key, "ehr") == "empty"  # the record held: nothing is sent twice
     assert len(received) == 1
+
+
+def test_fhir_inbound_answers_503_until_a_replica_confirms(attached, tmp_path):
+    from tests.webhooks.test_fhir_inbound import TOKEN, appointment
+
+    settings = settings_for(tmp_path, attached.url,
+                            confirm_text=CONFIRM + f'\n[inbound]\nfhir_token = "{TOKEN}"\n')
+    client = create_app(settings).test_client()
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/fhir+json"}
+    attached.detach()
+    refused = client.post("/fhir/Appointment", json=appointment(), headers=headers)
+    assert refused.status_code == 503
+    attached.attach()
+    stored = client.post("/fhir/Appointment", json=appointment(), headers=headers)
+    assert stored.status_code in (200, 201), stored.get_data(as_text=True)
