@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=300, help="max seconds to wait per phase")
     p.add_argument("--appendfsync", choices=["always", "everysec"], default="always",
                    help="Redis AOF fsync policy (the design says always)")
+    p.add_argument("--replica", action="store_true",
+                   help="a Redis replica and [redis] replicas_to_confirm = 1 (WAIT before acks)")
     p.add_argument("--keep", action="store_true", help="keep each scenario's temp folder")
     p.add_argument("--out", type=Path, help="also append the JSON lines to this file")
     return p.parse_args(argv)
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: every stack closes
     BenchStack.keep, BenchStack.appendfsync = args.keep, args.appendfsync
+    BenchStack.replica = args.replica
     figures: list[dict] = []
     peaks: dict[str, dict] = {}
 
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     emit({"figure": "machine", "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg(),
-          "appendfsync": args.appendfsync}, args.out)
+          "appendfsync": args.appendfsync, "replica_wait": args.replica}, args.out)
     if os.getloadavg()[0] > 0.5:
         print("warning: the machine is busy (load average above 0.5): figures will be low",
               file=sys.stderr)

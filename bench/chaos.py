@@ -34,6 +34,7 @@ import requests
 from bench.chaos_plan import Change, Plan, make_plan
 from core.deliveries import control_id_for
 from core.embedded_redis import EmbeddedRedis
+from core.redis_client import redis_for_url
 from tests.factories import sim_messages
 from tests.support import (
     Proc,
@@ -129,6 +130,7 @@ class ChaosRun:
                            len(plan.changes), len(plan.posts))
         self.lock = threading.Lock()
         self.names = 0
+        self.config_extra = ""  # more TOML for the bridge's config
 
     # processes
     def env(self) -> dict[str, str]:
@@ -221,7 +223,8 @@ class ChaosRun:
 
     def _run(self, started: float) -> None:
         self.redis.start()
-        self.config.write_text(mllp_config(self.outbox, self.ehr_port, delivery=DELIVERY))
+        self.config.write_text(mllp_config(self.outbox, self.ehr_port, delivery=DELIVERY)
+                               + self.config_extra)
         self.start_ehr()
         port = free_port()
         self.start("web", web_cmd(port, 2))
@@ -239,7 +242,7 @@ class ChaosRun:
                 pool.submit(self.post, change, base)
                 time.sleep(gap)
         chaos.join()
-        client = redis.Redis.from_url(self.redis.url, socket_timeout=5)
+        client = redis_for_url(self.redis.url)  # a sentinel:// set too (bench/failover.py)
         try:
             deadline = started + self.bound
             while time.monotonic() < deadline:

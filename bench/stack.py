@@ -53,6 +53,7 @@ def bench_config(outbox: Path, ehr_port: int) -> str:
 class BenchStack:
     keep = False  # keep the temp folder (logs, EHR inbox, Redis AOF) for a look afterwards
     appendfsync = "always"  # the design's Redis setting; "everysec" to see what fsync costs
+    replica = False  # a replica, and [redis] replicas_to_confirm = 1 (WAIT before every ack)
 
     def __init__(self, name: str) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix=f"calehr-bench-{name}-"))
@@ -66,10 +67,21 @@ class BenchStack:
         self.redis_server.start()
         self.redis = redis.Redis.from_url(self.redis_server.url)
         self.redis.config_set("appendfsync", self.appendfsync)
+        if self.replica:
+            self._with_replica()
         self.procs: dict[str, Proc] = {}
         self.memory = PeakMemory()
         self.memory.watch("redis", self.redis_server.proc.pid)
         self.memory.__enter__()
+
+    def _with_replica(self) -> None:
+        from bench.sentinel_set import SentinelSet, start_node
+
+        port = free_port()
+        self.replica_server = start_node(self.tmp / "replica", port, self.redis_server.port)
+        SentinelSet(self.tmp).wait_replicated(self.redis_server.port)
+        with open(self.config, "a") as fh:
+            fh.write("\n[redis]\nreplicas_to_confirm = 1\nreplica_wait_ms = 500\n")
 
     @property
     def env(self) -> dict[str, str]:
@@ -124,6 +136,9 @@ class BenchStack:
         for proc in reversed(list(self.procs.values())):
             proc.stop()
         self.redis.close()
+        if self.replica:
+            self.replica_server.terminate()
+            self.replica_server.wait(10)
         self.redis_server.stop()
         if self.keep:
             print(f"kept {self.tmp}", flush=True)

@@ -7,11 +7,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from core.config import ConfigError
 from core.redis_client import RedisNotConfigured
+from core.redis_url import is_sentinel, redacted
 from core.runinfo import RUN_FILE, read_run_info
 
 
 def safe_url(url: str) -> str:
     """The URL without its password."""
+    if is_sentinel(url):
+        return redacted(url)
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -31,6 +31,7 @@ from core.config_sections import (
     OidcSettings,
     PatientFieldSettings,
     ProviderSettings,
+    RedisSettings,
     RetentionSettings,
     RouteSettings,
     SecuritySettings,
@@ -40,13 +41,14 @@ from core.config_sections import (
     WebSettings,
     WorkerSettings,
 )
+from core.redis_url import is_sentinel, parse_sentinel_url
 
 __all__ = [
     "ConfigError", "Settings", "parse_settings", "CalcomSettings", "SecuritySettings",
     "ProviderSettings", "EventTypeSettings", "LocationSettings", "PatientFieldSettings",
     "TargetSettings", "RouteSettings", "DeliverySettings", "WorkerSettings", "UserSettings",
     "ConsoleSettings", "OidcSettings", "SpoolSettings", "RetentionSettings", "InboundSettings",
-    "WebSettings", "MllpListenerSettings",
+    "WebSettings", "MllpListenerSettings", "RedisSettings",
 ]
 
 DEFAULT_CONFIG = "calehr.toml"
@@ -83,6 +85,7 @@ class Settings:
     mllp: MllpListenerSettings = field(default_factory=MllpListenerSettings)
     users: tuple[UserSettings, ...] = ()
     oidc: OidcSettings = field(default_factory=OidcSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
     key_prefix: Annotated[Str, about("prefix of the bridge's Redis keys")] = "calehr"
     var_dir: Annotated[Str, about("folder for local state (spool, `calehr up`'s Redis)")] = "var"
     source: str = ""
@@ -138,6 +141,8 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
                           "(or set CALEHR_ENCRYPTION_KEYS)")
     check_fernet_keys(keys)
     check_rules(settings)
+    if is_sentinel(settings.redis_url):
+        parse_sentinel_url(settings.redis_url)  # a bad Sentinel URL fails at start, naming the part
     spool = settings.spool
     if not spool.path and env.get("CALEHR_SPOOL_PATH"):
         spool = dataclasses.replace(spool, path=env["CALEHR_SPOOL_PATH"])

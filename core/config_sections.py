@@ -347,3 +347,17 @@ class MllpListenerSettings:
     tls_key_file: Annotated[Str, about("key of `tls_cert_file`")] = ""
     tls_client_ca_file: Annotated[Str, about(
         "set: every peer must show a certificate from this CA")] = ""
+
+
+@table
+@dataclass(frozen=True)
+class RedisSettings:
+    """How sure an acknowledged write is (core/replication.py), and one beat across hosts."""
+
+    replicas_to_confirm: Annotated[NonNegInt, about(
+        "replicas that must hold a write before the bridge acknowledges it (Redis WAIT); 0 = off"
+    )] = 0
+    replica_wait_ms: Annotated[PosInt, about("how long to wait for them (ms)")] = 500
+    beat_lock_seconds: Annotated[PosNum, about(
+        "one `celery beat` at a time across hosts: the leader's lock lasts this long")] = 30.0
+

@@ -1,10 +1,16 @@
-"""One place that makes Redis clients, so every caller gets timeouts."""
+"""One place that makes Redis clients, so every caller gets timeouts (and follows a Sentinel
+failover: with a sentinel:// REDIS_URL the client asks the sentinels for the master again
+whenever its connection breaks or the node it reaches has become a read-only replica)."""
 
 from __future__ import annotations
 
 import redis
+from redis.sentinel import Sentinel
 
 from core.config import Settings
+from core.redis_url import is_sentinel, parse_sentinel_url
+
+TIMEOUTS = {"socket_connect_timeout": 2, "socket_timeout": 5}
 
 
 class RedisNotConfigured(RuntimeError):
@@ -17,13 +23,32 @@ class RedisNotConfigured(RuntimeError):
 def make_redis(settings: Settings) -> redis.Redis:
     if not settings.redis_url:
         raise RedisNotConfigured()
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        health_check_interval=15,
-        retry_on_timeout=False,
-    )
+    return redis_for_url(settings.redis_url)
+
+
+def redis_for_url(url: str) -> redis.Redis:
+    if is_sentinel(url):
+        return _master_for(url)
+    return redis.Redis.from_url(url, health_check_interval=15, retry_on_timeout=False, **TIMEOUTS)
+
+
+def _master_for(url: str) -> redis.Redis:
+    target = parse_sentinel_url(url)
+    sentinel_kwargs: dict = {**TIMEOUTS}
+    if target.sentinel_password:
+        sentinel_kwargs["password"] = target.sentinel_password
+    if target.tls:
+        sentinel_kwargs["ssl"] = True
+    master_kwargs: dict = {"db": target.db, "health_check_interval": 15, "retry_on_timeout": False,
+                           **TIMEOUTS}
+    if target.username:
+        master_kwargs["username"] = target.username
+    if target.password is not None:
+        master_kwargs["password"] = target.password
+    if target.tls:
+        master_kwargs["ssl"] = True
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)
+    return sentinel.master_for(target.master_name, redis_class=redis.Redis, **master_kwargs)
 
 
 class Keys:

@@ -29,3 +29,34 @@ def test_compose_runs_every_part_with_healthchecks_and_durable_redis():
     assert services["ehr-sim"]["profiles"] == ["demo"]
     for name, service in services.items():
         assert "healthcheck" in service, name
+
+
+def test_ha_profile_runs_master_replica_three_sentinels_two_webs_two_workers_and_one_beat():
+    from core.redis_url import parse_sentinel_url
+
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    ha = {name: s for name, s in services.items() if s.get("profiles") == ["ha"]}
+    sentinels = [n for n, s in ha.items() if "redis-sentinel" in " ".join(s.get("command", []))]
+    assert len(sentinels) == 3
+    master, replica = " ".join(ha["redis-master"]["command"]), " ".join(ha["redis-replica"]["command"])
+    assert "--replicaof redis-master 6379" in replica and "--replicaof" not in master
+    for cmd in (master, replica):
+        assert "--appendonly yes" in cmd and "--maxmemory-policy noeviction" in cmd
+        assert "--min-replicas-to-write 1" in cmd
+    monitor = " ".join(ha[sentinels[0]]["command"])
+    assert "sentinel monitor calehr redis-master 6379 2" in monitor
+    bridge = {n: s for n, s in ha.items() if s.get("image") == "cal-ehr-bridge:latest"}
+    webs = [n for n, s in bridge.items() if s["command"][:2] == ["calehr", "web"]]
+    assert len(webs) == 2
+    assert len({s["volumes"][-1] for n, s in bridge.items() if n in webs}) == 2  # own spools
+    workers = [s for s in bridge.values() if "worker" in s["command"]]
+    assert len(workers) == 1 and workers[0]["deploy"]["replicas"] == 2
+    assert sum("beat" in s["command"] for s in bridge.values()) == 1
+    for name, service in bridge.items():
+        url = parse_sentinel_url(service["environment"]["REDIS_URL"])
+        assert url.master_name == "calehr" and len(url.sentinels) == 3, name
+        assert set(service["depends_on"]) == set(sentinels), name
+    for name, service in ha.items():
+        assert "healthcheck" in service, name
+    assert not any(s.get("profiles") for n, s in services.items() if n in
+                   ("redis", "web", "worker", "beat", "mllp"))  # the single-Redis layout as it was

@@ -13,6 +13,7 @@ from core.config import Settings
 from core.faults import crash_point
 from core.interfaces import EhrServices
 from core.metrics import Metrics
+from core.replication import confirm
 from core.spool import IngestSpool
 from core.store import EventStore
 
@@ -43,6 +44,7 @@ class BridgeContext:
             except Exception as exc:  # noqa: BLE001 - stored already; the sweeper picks it up
                 log.error("enqueue failed, left for the sweeper: %s", exc.__class__.__name__,
                           extra={"event_id": event_id})
+        confirm(self.redis, self.settings.redis, self.settings.key_prefix)  # else: spooled
         return event_id, duplicate
 
 

@@ -35,6 +35,7 @@ from core import clock
 from core.blocks import BLOCK, NONE, RELEASE, BlockChange
 from core.inbound_store import InboundStore
 from core.interfaces import BusyBlocks, EhrChanges, EhrReport
+from core.replication import confirm
 from webhooks.context import bridge
 
 log = logging.getLogger(__name__)
@@ -216,6 +217,7 @@ def _handle(kind: str, url_id: str | None) -> tuple[Response, int]:
             applied = service.apply(change)
         inbound.store.finish(message_id, own or applied.outcome)
         version = _next_version(inbound.store, kind, rid)
+        confirm(bridge().redis, bridge().settings.redis, bridge().settings.key_prefix)  # else 503
     except FhirInboundError as exc:
         log.warning("FHIR %s rejected: %s", kind, exc.text, extra={"outcome": str(exc.status)})
         return outcome(exc.status, "error", exc.code, exc.text)

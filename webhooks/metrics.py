@@ -37,7 +37,8 @@ def _gauges(ctx: BridgeContext):
              [((), r.zcard(ctx.store.keys.unprocessed))]),
             ("calehr_circuit_open", "1 while the target's circuit breaker is open", ("target",),
              circuits),
-            ("calehr_spool_bytes", "Webhooks spooled on this host while Redis was down", (),
+            ("calehr_spool_bytes", "Webhooks spooled on this host while Redis was down (per host: "
+             "sum over hosts; every other figure is shared)", (),
              [((), ctx.spool.size() if ctx.spool else 0)]),
         ]
     return read

@@ -44,7 +44,15 @@ class Transport(kombu_redis.Transport):
 
 
 class SentinelChannel(_KeepsConnectionInfo, kombu_redis.SentinelChannel):
-    pass
+    def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
+        transport = self.connection  # reads `client.alt` (the sentinels) outside _connparams
+        if transport.client is not None:
+            return super()._sentinel_managed_pool(asynchronous)
+        transport.client = self._connection_info
+        try:
+            return super()._sentinel_managed_pool(asynchronous)
+        finally:
+            transport.client = None
 
 
 class SentinelTransport(kombu_redis.SentinelTransport):

@@ -12,6 +12,7 @@ from core.errors import MappingError
 from core.faults import crash_point
 from core.models import DeliveryResult, EventKind
 from core.redact import error_text
+from core.replication import confirm
 from core.retry import backoff_seconds
 from core.runtime import Runtime
 from worker.events import Loaded, load_event
@@ -44,6 +45,7 @@ def drain(rt: Runtime, key: str, target: str, known: dict[str, Loaded] | None = 
         if not rt.redis.set(lock, token, nx=True, px=ttl_ms):
             return outcome
         try:
+            confirm(rt.redis, rt.settings.redis, rt.settings.key_prefix)  # a lock a failover keeps
             outcome = _drain_locked(rt, key, target, token, lock, ttl_ms, known or {})
         finally:
             rt.redis.eval(_RELEASE, 1, lock, token)
@@ -74,7 +76,8 @@ def _drain_locked(rt: Runtime, key: str, target: str, token: str, lock: str, ttl
             rt.ledger.schedule(key, target, retry_at)
             return "circuit-open"
         step = deliver_one(rt, d, known)
-        rt.redis.eval(_RENEW, 1, lock, token, ttl_ms)
+        if not rt.redis.eval(_RENEW, 1, lock, token, ttl_ms):  # lost (expired, a failover)
+            return "lost-lock"  # stop: another worker may hold this queue now
         if step == "retry":
             return "retrying"
     return "more"
@@ -160,6 +163,7 @@ def _delivered(rt: Runtime, d: Delivery, entry: dict, wire: bytes | None,
         event_hash=rt.store.keys.event(d.event_id),
         dead_letter_index=rt.deadletters.delivery_index(d.id),
         extra=lambda pipe: rt.metrics.queue_delivered(pipe, d.target, latency))
+    confirm(rt.redis, rt.settings.redis, rt.settings.key_prefix)  # else the task retries
     closed_circuit = rt.breaker.success(d.target)
     if committed.dead_letter_id:  # a replayed dead letter went through (the sweep too, if we die)
         resolve_delivered(rt, committed.dead_letter_id)

@@ -7,15 +7,17 @@ from celery import Celery
 from core.config import Settings
 from core.interfaces import TASK_QUEUE as QUEUE
 from core.redis_client import RedisNotConfigured
+from core.redis_url import kombu_broker
 
 
 def make_celery(settings: Settings, *, with_tasks: bool = False) -> Celery:
     if not settings.redis_url:
         raise RedisNotConfigured()
     w = settings.worker
-    app = Celery("calehr", broker=settings.redis_url, set_as_current=with_tasks)
+    broker, sentinel_options, tls = kombu_broker(settings.redis_url)  # sentinel: master_name, ...
+    app = Celery("calehr", broker=broker, set_as_current=with_tasks)
     transport = {"visibility_timeout": w.visibility_timeout, "socket_timeout": 10,
-                 "socket_connect_timeout": 5}
+                 "socket_connect_timeout": 5, **sentinel_options}
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -38,10 +40,16 @@ def make_celery(settings: Settings, *, with_tasks: bool = False) -> Celery:
         worker_enable_soft_shutdown_on_idle=True,
         broker_pool_limit=10,
         beat_schedule=_beat_schedule(settings),
+        beat_scheduler="worker.beat_leader:LeaderScheduler",  # one beat across hosts
+        calehr_settings=settings,  # for that scheduler: the settings read once at start
     )
+    if tls:  # sentinels://: the master over TLS too, certificates checked (kombu's broker_use_ssl)
+        import ssl
+
+        app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     from worker.broker import transport_for
 
-    if transport := transport_for(settings.redis_url):  # survives a Redis restart (see there)
+    if transport := transport_for(broker):  # survives a Redis restart (see there)
         app.conf.broker_transport = transport
     if with_tasks:
         from worker.tasks import register

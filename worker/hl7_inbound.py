@@ -24,6 +24,7 @@ from core.ehr_echo import Filler
 from core.faults import crash_point
 from core.inbound_store import InboundStore, dedupe_key
 from core.redis_client import make_redis
+from core.replication import confirm
 from worker.blocking import BlockingService
 from worker.ehr_changes import EhrReport, OwnAppointments
 
@@ -63,6 +64,7 @@ class Hl7InboundHandler:
                  on_pending: Callable[[], None] | None = None) -> None:
         cipher = Cipher(settings.security.encryption_keys)
         self.settings = settings
+        self.redis = client
         self.store = InboundStore.for_settings(settings, client, cipher)
         self.blocking = BlockingService(settings, client, cipher)
         self.own = OwnAppointments(settings, client, cipher)
@@ -91,7 +93,7 @@ class Hl7InboundHandler:
         if claim.ack is not None:
             log.info("repeat of a stored message: the stored ACK is sent again",
                      extra={**ctx, "outcome": "duplicate"})
-            return claim.ack
+            return self._confirmed(claim.ack, text, header, codec)
         crash_point("mllp_after_store")  # stored, no ACK sent: the EHR sends it again
         ack_text, outcome, final = self._process(text, header, claim.message_id)
         ack = ack_text.encode(codec, "replace")
@@ -99,6 +101,17 @@ class Hl7InboundHandler:
             self.store.finish(claim.message_id, outcome, ack)
         log.info("inbound message %s", outcome,
                  extra={**ctx, "outcome": outcome, "ack_code": ack_text.split("MSA|")[1][:2]})
+        return self._confirmed(ack, text, header, codec)
+
+    def _confirmed(self, ack: bytes, text: str, header: Header, codec: str) -> bytes:
+        """The ACK once a replica holds what it acknowledges, else AR 207: the EHR sends again."""
+        try:
+            confirm(self.redis, self.settings.redis, self.settings.key_prefix)
+        except redis.RedisError as exc:
+            log.error("inbound message not confirmed by a replica: %s", exc.__class__.__name__,
+                      extra={"control_id": header.control_id[:40], "outcome": "not_replicated"})
+            return self._ack(text, header, "AR", "message store not replicated, send again later",
+                             "207", "").encode(codec, "replace")
         return ack
 
     def _process(self, text: str, header: Header, message_id: str) -> tuple[str, str, bool]:

@@ -14,6 +14,7 @@ from core.faults import crash_point
 from core.lookup import find_provider
 from core.models import AppointmentEvent, EventKind
 from core.redact import error_text
+from core.replication import confirm
 from core.runtime import Runtime
 from worker.routing import route
 from worker.rules import message_event_for, opted_in
@@ -65,6 +66,7 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
     if not lock.acquire():
         raise AppointmentBusy(key)
     try:
+        confirm(rt.redis, rt.settings.redis, rt.settings.key_prefix)  # a lock a failover keeps
         state, targets, woken, latest = _accept(rt, event, stored.state, force)
         if state != "waiting":
             crash_point("after_commit_before_unpark")
