@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Redis AOF fsync policy (the design says always)")
     p.add_argument("--web-threads", type=int, default=1,
                    help="gunicorn --threads per web worker (1 = sync workers)")
+    p.add_argument("--pool", choices=["prefork", "threads"], default="prefork",
+                   help="Celery worker pool for the bridge (--workers = its concurrency)")
     p.add_argument("--keep", action="store_true", help="keep each scenario's temp folder")
     p.add_argument("--out", type=Path, help="also append the JSON lines to this file")
     return p.parse_args(argv)
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: every stack closes
     BenchStack.keep, BenchStack.appendfsync = args.keep, args.appendfsync
-    BenchStack.web_threads = args.web_threads
+    BenchStack.web_threads, BenchStack.pool = args.web_threads, args.pool
     figures: list[dict] = []
     peaks: dict[str, dict] = {}
 

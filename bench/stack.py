@@ -90,9 +90,11 @@ class BenchStack:
         wait_http(f"{base}/healthz")
         return base
 
+    pool = "prefork"  # Celery --pool; `python -m bench --pool threads`
+
     def workers(self, processes: int) -> Proc:
-        """One Celery worker with a prefork pool of `processes` children."""
-        proc = self._start("worker", worker_cmd(processes, "bench"))
+        """One Celery worker with a pool of `processes` (children or threads)."""
+        proc = self._start("worker", [*worker_cmd(processes, "bench"), "--pool", self.pool])
         wait_for(lambda: "ready." in proc.output() or proc.proc.poll() is not None, 60, 0.1,
                  "the worker to be ready")
         if proc.proc.poll() is not None:
