@@ -93,6 +93,9 @@ class EventStore:
     def take_dispatch(self, count: int, timeout: float) -> list[str]:
         """Up to `count` ids from the dispatch list, waiting up to `timeout` s for the first.
         An id taken here and then lost (a crash) stays in the unprocessed set: the sweep sends it."""
+        if timeout <= 0:  # what is there now, no wait
+            found = self.r.lpop(self.dispatch_key, count)
+            return [i.decode() for i in found or []]
         answer = self.r.blmpop(timeout, 1, self.dispatch_key, direction="LEFT", count=count)
         if not answer:
             return []

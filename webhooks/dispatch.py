@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 
 import redis
@@ -22,17 +23,21 @@ from core.store import EventStore
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 100  # ids popped per round
-TASK_MAX = 16  # ids per task: a burst still spreads over every worker process
+TASK_MAX = 16  # ids per task at most
+SPREAD = 4  # a round's ids go out as at least this many tasks (when there are that many ids),
+# so that a small burst is spread over the worker processes instead of queueing in one task
 WAIT_SECONDS = 1.0  # how long one pop blocks (also how soon a stop is noticed)
+LINGER_SECONDS = 0.002  # after the first id, let a burst gather: fewer, fuller tasks
 
 SendBatch = Callable[[list[str]], None]
 
 
-def split(ids: list[str], per_task: int = TASK_MAX) -> list[list[str]]:
-    """Even chunks of at most `per_task` ids, in arrival order."""
+def split(ids: list[str], per_task: int = TASK_MAX, spread: int = SPREAD) -> list[list[str]]:
+    """Even chunks, in arrival order: at least `spread` of them (ids allowing), at most
+    `per_task` ids each."""
     if not ids:
         return []
-    chunks = math.ceil(len(ids) / per_task)
+    chunks = max(math.ceil(len(ids) / per_task), min(spread, len(ids)))
     size = math.ceil(len(ids) / chunks)
     return [ids[i:i + size] for i in range(0, len(ids), size)]
 
@@ -40,6 +45,9 @@ def split(ids: list[str], per_task: int = TASK_MAX) -> list[list[str]]:
 def dispatch_once(store: EventStore, send: SendBatch, wait: float = WAIT_SECONDS) -> int:
     """One round: pop what is there (waiting up to `wait` s for the first) and send it."""
     ids = store.take_dispatch(BATCH_MAX, wait)
+    if 0 < len(ids) < BATCH_MAX and LINGER_SECONDS > 0:
+        time.sleep(LINGER_SECONDS)
+        ids += store.take_dispatch(BATCH_MAX - len(ids), 0)
     for chunk in split(ids):
         try:
             send(chunk)

@@ -49,11 +49,13 @@ def outbox_placers(outbox: Path) -> list[str]:
 
 
 def test_split_keeps_order_and_spreads_a_burst_evenly() -> None:
-    ids = [str(i) for i in range(40)]
-    chunks = split(ids, 16)
-    assert [len(c) for c in chunks] == [14, 14, 12]
+    ids = [str(i) for i in range(100)]
+    chunks = split(ids, 16, 4)
+    assert [len(c) for c in chunks] == [15, 15, 15, 15, 15, 15, 10]
     assert [i for c in chunks for i in c] == ids
-    assert split([], 16) == [] and split(["a"], 16) == [["a"]]
+    assert [len(c) for c in split(ids[:8], 16, 4)] == [2, 2, 2, 2]  # every worker gets some
+    assert [len(c) for c in split(ids[:3], 16, 4)] == [1, 1, 1]
+    assert split([], 16, 4) == [] and split(["a"], 16, 4) == [["a"]]
 
 
 def test_dispatcher_sends_every_queued_id_once_in_batches_of_ids_only(
@@ -65,7 +67,7 @@ def test_dispatcher_sends_every_queued_id_once_in_batches_of_ids_only(
     assert dispatch_once(store, make_send_batch(settings), wait=0.1) == 40
     tasks = broker_tasks(rclient)
     assert {name for name, _, _ in tasks} == {"calehr.process_events"}
-    assert all(len(args) <= TASK_MAX for _, args, _ in tasks) and len(tasks) == 3
+    assert all(len(args) <= TASK_MAX for _, args, _ in tasks) and len(tasks) == 4
     assert [i for _, args, _ in tasks for i in args] == ids  # each once, in arrival order
     assert rclient.llen(store.dispatch_key) == 0
     for phi in PHI_STRINGS:
