@@ -116,10 +116,11 @@ class EventStore:
             source=data.get(b"source", b"").decode(),
         )
 
-    def save_normalised(self, event_id: str, data: dict) -> None:
-        """Keep the worker's normalised view (encrypted) for the console and for audits."""
+    def save_normalised(self, event_id: str, data: dict, pipe: object = None) -> None:
+        """Keep the worker's normalised view (encrypted) for the console and for audits.
+        With `pipe`: added to that pipeline (the caller executes it)."""
         token = self.cipher.encrypt(json.dumps(data, default=str).encode())
-        self.r.hset(self.keys.event(event_id), "normalised", token)
+        (pipe or self.r).hset(self.keys.event(event_id), "normalised", token)
 
     def normalised(self, event_id: str) -> dict | None:
         token = self.r.hget(self.keys.event(event_id), "normalised")
