@@ -79,27 +79,48 @@ def register(app: Celery, settings: Settings) -> None:
                 lock.release()
 
 
+CLAIM_MAX = 64  # ids one batch task may take from the dispatch list besides its own
+CLAIM_SECONDS = 5.0  # and for how long: far below any task time limit
+CLAIM_STEP = 4  # ids taken at a time (small: the other workers claim too)
+
+
 def run_batch(rt: Runtime, event_ids: list[str],
               resend: Callable[[str, bool], None]) -> dict[str, int]:
-    """process_event for each id. A busy appointment or a Redis error sends that id again as
-    its own task (its retries back off there); anything else is logged and left to the sweep
-    (the event stays in the unprocessed set)."""
+    """process_event for each id, then for ids still waiting in the dispatch list (claimed
+    here directly: under load, fewer tasks per booking). A busy appointment or a Redis error
+    sends that id again as its own task (its retries back off there); anything else is logged
+    and left to the sweep (the event stays in the unprocessed set, as a claimed id does if this
+    process dies)."""
     outcomes: dict[str, int] = {}
-    for event_id in event_ids:
-        try:
-            state = pipeline.process_event(rt, event_id)
-        except (pipeline.AppointmentBusy, redis.RedisError) as exc:
-            state = "resent"
-            try:
-                resend(event_id, False)
-            except Exception:  # noqa: BLE001 - the sweep sends it after stuck_event_seconds
-                log.warning("resend failed, left for the sweep: %s", exc.__class__.__name__,
-                            extra={"event_id": event_id})
-        except Exception:  # noqa: BLE001 - one bad event must not hold back the batch
-            log.exception("process_event failed, left for the sweep", extra={"event_id": event_id})
-            state = "failed"
-        outcomes[state] = outcomes.get(state, 0) + 1
+    todo = list(event_ids)
+    claimed, until = 0, clock.now() + CLAIM_SECONDS
+    while todo:
+        _run_one(rt, todo.pop(0), resend, outcomes)
+        if not todo and claimed < CLAIM_MAX and clock.now() < until:
+            with contextlib.suppress(redis.RedisError):  # the dispatcher sends what is left
+                todo = rt.store.take_dispatch(min(CLAIM_STEP, CLAIM_MAX - claimed), 0)
+            claimed += len(todo)
+    if claimed:
+        outcomes["claimed"] = claimed
     return outcomes
+
+
+def _run_one(rt: Runtime, event_id: str, resend: Callable[[str, bool], None],
+             outcomes: dict[str, int]) -> None:
+    """One event of a batch; its outcome counted in `outcomes`."""
+    try:
+        state = pipeline.process_event(rt, event_id)
+    except (pipeline.AppointmentBusy, redis.RedisError) as exc:
+        state = "resent"
+        try:
+            resend(event_id, False)
+        except Exception:  # noqa: BLE001 - the sweep sends it after stuck_event_seconds
+            log.warning("resend failed, left for the sweep: %s", exc.__class__.__name__,
+                        extra={"event_id": event_id})
+    except Exception:  # noqa: BLE001 - one bad event must not hold back the batch
+        log.exception("process_event failed, left for the sweep", extra={"event_id": event_id})
+        state = "failed"
+    outcomes[state] = outcomes.get(state, 0) + 1
 
 
 def run_reconcile(rt: Runtime) -> dict:

@@ -108,3 +108,21 @@ def test_a_poison_event_in_a_batch_is_dead_lettered_and_the_others_delivered(
     assert outbox_placers(outbox) == sorted(placer_of(i, "P") for i in range(3))
     assert rclient.hget(f"calehr:event:{poison}", "state") == b"dead"
     assert [(d["event_id"], d["stage"]) for d in dead_letters(rclient)] == [(poison, "ingest")]
+
+
+@pytest.mark.slow
+def test_a_batch_task_claims_the_ids_still_waiting_in_the_dispatch_list(
+        stack, outbox: Path, rclient: redis.Redis) -> None:
+    """Under load the workers take queued ids themselves: one task, no dispatcher, no beat."""
+    stack.write_config(config_text(outbox))
+    settings = stack.settings()
+    store = store_for(settings, rclient)
+    ids = put_created(store, 6, "C")
+    first = store.take_dispatch(1, 0.1)
+    assert first == ids[:1]
+    make_send_batch(settings)(first)
+    stack.worker(concurrency=1)
+    wait_for(lambda: all(rclient.hget(f"calehr:event:{e}", "state") == b"done" for e in ids),
+             60, 0.1, "all six events done")
+    assert outbox_placers(outbox) == sorted(placer_of(i, "C") for i in range(6))
+    assert rclient.llen(store.dispatch_key) == 0
