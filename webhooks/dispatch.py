@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import redis
 
+from core.interfaces import TASK_QUEUE
 from core.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ SPREAD = 4  # a round's ids go out as at least this many tasks (when there are t
 # so that a small burst is spread over the worker processes instead of queueing in one task
 WAIT_SECONDS = 1.0  # how long one pop blocks (also how soon a stop is noticed)
 LINGER_SECONDS = 0.002  # after the first id, let a burst gather: fewer, fuller tasks
+QUEUE_AHEAD = 8  # tasks already waiting in the broker: the workers are busy; the ids wait in
+BUSY_PAUSE_SECONDS = 0.02  # the list, where each batch task claims more (worker/tasks.py)
 
 SendBatch = Callable[[list[str]], None]
 
@@ -42,8 +45,13 @@ def split(ids: list[str], per_task: int = TASK_MAX, spread: int = SPREAD) -> lis
     return [ids[i:i + size] for i in range(0, len(ids), size)]
 
 
-def dispatch_once(store: EventStore, send: SendBatch, wait: float = WAIT_SECONDS) -> int:
-    """One round: pop what is there (waiting up to `wait` s for the first) and send it."""
+def dispatch_once(store: EventStore, send: SendBatch, wait: float = WAIT_SECONDS,
+                  broker_queue: str | None = None) -> int:
+    """One round: pop what is there (waiting up to `wait` s for the first) and send it.
+    With `broker_queue`: nothing while that many tasks wait there already (back-pressure)."""
+    if broker_queue is not None and store.r.llen(broker_queue) >= QUEUE_AHEAD:
+        time.sleep(BUSY_PAUSE_SECONDS)
+        return 0
     ids = store.take_dispatch(BATCH_MAX, wait)
     if 0 < len(ids) < BATCH_MAX and LINGER_SECONDS > 0:
         time.sleep(LINGER_SECONDS)
@@ -57,14 +65,15 @@ def dispatch_once(store: EventStore, send: SendBatch, wait: float = WAIT_SECONDS
     return len(ids)
 
 
-def start_dispatcher(store: EventStore, send: SendBatch) -> threading.Event:
+def start_dispatcher(store: EventStore, send: SendBatch,
+                     broker_queue: str | None = TASK_QUEUE) -> threading.Event:
     """A daemon thread running dispatch_once until the returned event is set."""
     stop = threading.Event()
 
     def run() -> None:
         while not stop.is_set():
             try:
-                dispatch_once(store, send)
+                dispatch_once(store, send, broker_queue=broker_queue)
             except redis.RedisError as exc:  # Redis away: webhooks spool meanwhile
                 log.warning("dispatcher cannot reach Redis: %s", exc.__class__.__name__)
                 stop.wait(WAIT_SECONDS)

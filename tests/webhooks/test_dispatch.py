@@ -19,7 +19,7 @@ from core.store import EventStore
 from tests.factories import appointment_bodies, placer_of
 from tests.support import PHI_STRINGS, config_text, wait_for
 from tests.worker.helpers import dead_letters
-from webhooks.dispatch import TASK_MAX, dispatch_once, split
+from webhooks.dispatch import QUEUE_AHEAD, TASK_MAX, dispatch_once, split
 
 
 def store_for(settings: Settings, r: redis.Redis) -> EventStore:
@@ -126,3 +126,20 @@ def test_a_batch_task_claims_the_ids_still_waiting_in_the_dispatch_list(
              60, 0.1, "all six events done")
     assert outbox_placers(outbox) == sorted(placer_of(i, "C") for i in range(6))
     assert rclient.llen(store.dispatch_key) == 0
+
+
+def test_dispatcher_holds_back_while_the_workers_have_a_queue(
+        tmp_path: Path, redis_url: str, rclient: redis.Redis) -> None:
+    """Back-pressure: with QUEUE_AHEAD tasks waiting, ids stay in the list (for the workers to
+    claim); once the queue is short, the dispatcher sends them."""
+    settings = Settings.from_toml(config_text(tmp_path / "outbox"), {"REDIS_URL": redis_url})
+    store = store_for(settings, rclient)
+    send = make_send_batch(settings)
+    for n in range(QUEUE_AHEAD):
+        send([f"ev_busy{n}"])
+    ids = put_created(store, 3, "Q")
+    assert dispatch_once(store, send, wait=0.1, broker_queue="calehr") == 0
+    assert rclient.llen(store.dispatch_key) == 3
+    rclient.delete("calehr")  # the workers took the queue
+    assert dispatch_once(store, send, wait=0.1, broker_queue="calehr") == 3
+    assert [i for _, args, _ in broker_tasks(rclient) for i in args] == ids
