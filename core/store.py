@@ -92,14 +92,20 @@ class EventStore:
 
     def take_dispatch(self, count: int, timeout: float) -> list[str]:
         """Up to `count` ids from the dispatch list, waiting up to `timeout` s for the first.
-        An id taken here and then lost (a crash) stays in the unprocessed set: the sweep sends it."""
-        if timeout <= 0:  # what is there now, no wait
-            found = self.r.lpop(self.dispatch_key, count)
-            return [i.decode() for i in found or []]
-        answer = self.r.blmpop(timeout, 1, self.dispatch_key, direction="LEFT", count=count)
-        if not answer:
-            return []
-        return [i.decode() for i in answer[1]]
+        An id taken here and then lost (a crash) stays in the unprocessed set: the sweep sends it.
+        Plain BLPOP, LRANGE and LTRIM: the wheel's embedded Redis 6.2 has no BLMPOP."""
+        taken: list[bytes] = []
+        if timeout > 0:
+            first = self.r.blpop([self.dispatch_key], timeout)
+            if not first:
+                return []
+            taken, count = [first[1]], count - 1
+        if count > 0:
+            pipe = self.r.pipeline()  # MULTI: what is read is what is trimmed
+            pipe.lrange(self.dispatch_key, 0, count - 1)
+            pipe.ltrim(self.dispatch_key, count, -1)
+            taken += pipe.execute()[0]
+        return [i.decode() for i in taken]
 
     def get(self, event_id: str) -> StoredEvent | None:
         data = self.r.hgetall(self.keys.event(event_id))
