@@ -93,7 +93,7 @@ class EventStore:
     def take_dispatch(self, count: int, timeout: float) -> list[str]:
         """Up to `count` ids from the dispatch list, waiting up to `timeout` s for the first.
         An id taken here and then lost (a crash) stays in the unprocessed set: the sweep sends it.
-        Plain BLPOP, LRANGE and LTRIM: the wheel's embedded Redis 6.2 has no BLMPOP."""
+        BLPOP and LPOP with a count (Redis 6.2, as the wheel's embedded one: no BLMPOP)."""
         taken: list[bytes] = []
         if timeout > 0:
             first = self.r.blpop([self.dispatch_key], timeout)
@@ -101,10 +101,7 @@ class EventStore:
                 return []
             taken, count = [first[1]], count - 1
         if count > 0:
-            pipe = self.r.pipeline()  # MULTI: what is read is what is trimmed
-            pipe.lrange(self.dispatch_key, 0, count - 1)
-            pipe.ltrim(self.dispatch_key, count, -1)
-            taken += pipe.execute()[0]
+            taken += self.r.lpop(self.dispatch_key, count) or []
         return [i.decode() for i in taken]
 
     def get(self, event_id: str) -> StoredEvent | None:
