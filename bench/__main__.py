@@ -18,7 +18,7 @@ from pathlib import Path
 from bench import mapping, scenarios
 from bench.stack import BenchStack
 
-ALL = ("ingest", "e2e", "mapping", "backlog")
+ALL = ("ingest", "e2e", "bare", "mapping", "backlog")
 TARGETS = {"ingest": 0.8, "e2e_throughput": 500, "e2e_p99_at_50": 100, "mapping": 5,
            "backlog": 500}
 
@@ -46,6 +46,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Redis AOF fsync policy (the design says always)")
     p.add_argument("--replica", action="store_true",
                    help="a Redis replica and [redis] replicas_to_confirm = 1 (WAIT before acks)")
+    p.add_argument("--web-threads", type=int, default=1,
+                   help="gunicorn --threads per web worker (1 = sync workers)")
+    p.add_argument("--pool", choices=["prefork", "threads"], default="prefork",
+                   help="Celery worker pool for the bridge (--workers = its concurrency)")
     p.add_argument("--keep", action="store_true", help="keep each scenario's temp folder")
     p.add_argument("--out", type=Path, help="also append the JSON lines to this file")
     return p.parse_args(argv)
@@ -80,6 +84,15 @@ def table(figures: list[dict]) -> str:
             rows.append((f"e2e at {f['offered_per_s']:g}/s, {f['workers']} worker(s)",
                          f"p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms ({f['bookings_per_s']}/s)",
                          target))
+        elif kind == "bare_throughput":
+            ours = next((g for g in figures if g["figure"] == "e2e_throughput"
+                         and g["workers"] == f["workers"]), None)
+            ratio = f" = ours x{ours['bookings_per_s'] / f['bookings_per_s']:.2f}" if ours else ""
+            rows.append((f"bare pipeline bookings/s, {f['workers']} worker(s)",
+                         f"{f['bookings_per_s']} (lost {f['lost']}){ratio}", ">= 0.5x (ours/bare)"))
+        elif kind == "bare_latency":
+            rows.append((f"bare at {f['offered_per_s']:g}/s, {f['workers']} worker(s)",
+                         f"p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms", ""))
         elif kind == "mapping":
             rows.append(("build_siu msgs/s", f"{f['build_siu_per_s']} (hl7apy {f['hl7apy_per_s']})", ""))
             rows.append(("mapping ratio to hl7apy", f"{f['ratio']}x", f">= {TARGETS['mapping']}x"))
@@ -103,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: every stack closes
     BenchStack.keep, BenchStack.appendfsync = args.keep, args.appendfsync
     BenchStack.replica = args.replica
+    BenchStack.web_threads, BenchStack.pool = args.web_threads, args.pool
     figures: list[dict] = []
     peaks: dict[str, dict] = {}
 
@@ -127,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         for n in args.workers:
             record(*scenarios.end_to_end(n, args.burst, args.rates, args.rate_seconds,
                                          args.timeout), f"e2e-{n}")
+    if "bare" in args.only:  # right after e2e: the ratio compares two runs on one machine state
+        for n in args.workers:
+            record(*scenarios.bare_end_to_end(n, args.burst, args.rates, args.rate_seconds,
+                                              args.timeout), f"bare-{n}")
     if "mapping" in args.only:
         f = mapping.run(args.mapping)
         emit(f, args.out)

@@ -154,6 +154,23 @@ def end_to_end(workers: int, burst: int, rates: list[float], rate_seconds: float
     return out, st.memory.figures()
 
 
+def bare_end_to_end(workers: int, burst: int, rates: list[float], rate_seconds: float,
+                    timeout: float) -> tuple[list[dict], dict]:
+    """The same phases on the bare pipeline (bench/bare.py): what no guarantees would cost."""
+    out = []
+    with BenchStack(f"bare-{workers}") as st:
+        st.ehr_sim()
+        base = st.bare(workers)
+        run_phase(st, base, [booking(i, "w") for i in range(50)], None, timeout)  # warm-up
+        res = run_phase(st, base, [booking(i, "T") for i in range(burst)], None, timeout)
+        out.append({"figure": "bare_throughput", "workers": workers, **res})
+        for tag, rate in zip("LMNOP", rates, strict=False):
+            bodies = [booking(i, tag) for i in range(int(rate * rate_seconds))]
+            res = run_phase(st, base, bodies, rate, timeout)
+            out.append({"figure": "bare_latency", "workers": workers, "offered_per_s": rate, **res})
+    return out, st.memory.figures()
+
+
 # -- 4. backlog --------------------------------------------------------------------------------
 def backlog(n: int, workers: int, timeout: float) -> tuple[list[dict], dict]:
     """EHR down while `n` bookings are accepted and queued; then the EHR comes up: drain time."""

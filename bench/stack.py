@@ -92,22 +92,45 @@ class BenchStack:
         self.procs[name] = proc
         return proc
 
+    web_threads = 1  # gunicorn --threads (1: the sync worker); `python -m bench --web-threads`
+
     def web(self, workers: int = 2) -> str:
         port = free_port()
-        self.memory.watch("web", self._start("web", web_cmd(port, workers)).pid)
+        cmd = web_cmd(port, workers) + ["--threads", str(self.web_threads)]
+        self.memory.watch("web", self._start("web", cmd).pid)
         base = f"http://127.0.0.1:{port}"
         wait_http(f"{base}/healthz")
         return base
 
+    pool = "prefork"  # Celery --pool; `python -m bench --pool threads`
+
     def workers(self, processes: int) -> Proc:
-        """One Celery worker with a prefork pool of `processes` children."""
-        proc = self._start("worker", worker_cmd(processes, "bench"))
+        """One Celery worker with a pool of `processes` (children or threads)."""
+        proc = self._start("worker", [*worker_cmd(processes, "bench"), "--pool", self.pool])
         wait_for(lambda: "ready." in proc.output() or proc.proc.poll() is not None, 60, 0.1,
                  "the worker to be ready")
         if proc.proc.poll() is not None:
             raise RuntimeError(f"worker exited:\n{proc.output()[-2000:]}")
         self.memory.watch("worker", proc.pid)
         return proc
+
+    def bare(self, processes: int, web_workers: int = 2) -> str:
+        """The bare pipeline (bench/bare.py) instead of the bridge: web and worker on this Redis."""
+        port = free_port()
+        web = [*web_cmd(port, web_workers)[:3], "bench.bare:web", *web_cmd(port, web_workers)[4:],
+               "--threads", str(self.web_threads)]
+        self.memory.watch("web", self._start("web", web).pid)
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/healthz")
+        worker = worker_cmd(processes, "bare")  # [python -m celery -A app worker -Q queue ...]
+        cmd = [*worker[:4], "bench.bare:celery_app", "worker", "-Q", "bare", *worker[8:]]
+        proc = self._start("worker", cmd)
+        wait_for(lambda: "ready." in proc.output() or proc.proc.poll() is not None, 60, 0.1,
+                 "the bare worker to be ready")
+        if proc.proc.poll() is not None:
+            raise RuntimeError(f"bare worker exited:\n{proc.output()[-2000:]}")
+        self.memory.watch("worker", proc.pid)
+        return base
 
     def beat(self) -> Proc:
         return self._start("beat", beat_cmd(self.tmp / "beat-schedule"))

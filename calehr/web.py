@@ -19,10 +19,13 @@ from webhooks.context import BridgeContext
 
 
 def create_app(settings: Settings | None = None, *,
-               enqueue: Callable[[str], None] | None = None) -> Flask:
+               enqueue: Callable[[str], None] | None = None,
+               run_dispatcher: bool = True) -> Flask:
+    """`run_dispatcher=False`: new ids wait in the dispatch list (tests read it there)."""
     settings = settings or Settings.load()
     app = Flask(__name__)
     client = make_redis(settings)
+    dispatch = enqueue is None  # an injected enqueue (tests) is called on the request path
     if enqueue is None:
         from calehr.queue import make_enqueue
 
@@ -35,8 +38,14 @@ def create_app(settings: Settings | None = None, *,
     ctx = BridgeContext(settings=settings, redis=client,
                         store=EventStore(client, cipher, settings.key_prefix),
                         enqueue=enqueue, metrics=Metrics(client, settings.key_prefix),
-                        spool=spool, ehr_services=ehr_services)
+                        spool=spool, ehr_services=ehr_services, dispatch=dispatch)
     app.extensions["calehr"] = ctx
+    if dispatch and run_dispatcher:
+        from calehr.queue import make_send_batch
+        from webhooks.dispatch import start_dispatcher
+
+        app.extensions["calehr-dispatch-stop"] = start_dispatcher(ctx.store,
+                                                                  make_send_batch(settings))
     if spool is not None:
         from webhooks.spool_drain import start_drainer
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -28,6 +28,7 @@ class AppointmentSnapshot:
     appointment: dict[str, str]
     uids: set[str]
     uid_statuses: dict[str, str]
+    seen: dict[str, str] = field(default_factory=dict)  # logical-duplicate mark -> event id
 
 
 @dataclass(frozen=True)
@@ -90,21 +91,27 @@ class Ledger:
         value = self.r.get(self.uid_key(uid))
         return value.decode() if value else None
 
-    def snapshot(self, key: str, event_id: str) -> AppointmentSnapshot:
+    def snapshot(self, key: str, event_id: str,
+                 extra: Callable[[Any], None] | None = None) -> AppointmentSnapshot:
         """What `_accept` needs to decide, and an order number reserved, in one round trip
-        (an order number that goes unused only leaves a gap)."""
+        (an order number that goes unused only leaves a gap). `extra` adds the caller's
+        writes to that round trip (before the reads)."""
         pipe = self.r.pipeline(transaction=False)
+        if extra is not None:
+            extra(pipe)
         pipe.hget(self.appt(key) + ":accepted", event_id)
         pipe.hincrby(self.appt(key), "accepted_counter", 1)
         pipe.hgetall(self.appt(key))
         pipe.smembers(self.appt(key) + ":uids")
         pipe.hgetall(self.appt(key) + ":uid-status")
-        order, reserved, appt, uids, statuses = pipe.execute()
+        pipe.hgetall(self.appt(key) + ":seen")  # a few marks per appointment
+        order, reserved, appt, uids, statuses, seen = pipe.execute()[-6:]
         return AppointmentSnapshot(
             accepted_order=int(order) if order else None, next_order=int(reserved),
             appointment={k.decode(): v.decode() for k, v in appt.items()},
             uids={u.decode() for u in uids},
-            uid_statuses={k.decode(): v.decode() for k, v in statuses.items()})
+            uid_statuses={k.decode(): v.decode() for k, v in statuses.items()},
+            seen={k.decode(): v.decode() for k, v in seen.items()})
 
     def snapshot_view(self, key: str) -> dict[str, Any]:
         """Read only (for `calehr map`): the appointment, its uids and their statuses."""

@@ -17,15 +17,26 @@ from core import clock
 from core.crypto import Cipher
 from core.redis_client import Keys
 
-# KEYS: event-hash key, event key, unprocessed zset
-# ARGV: event id, encrypted body, sha, trigger, received_at, state, source
+# KEYS: event-hash key, event key, unprocessed zset, ignored zset, dispatch list, counter hash
+# ARGV: event id, encrypted body, sha, trigger, received_at, state, source, counter field when
+# stored, counter field when a duplicate ("" = no counter), "1" = append the id to the dispatch list
+# One script, so the webhook's answer waits for exactly one durable write.
 _PUT = """
 local existing = redis.call('GET', KEYS[1])
-if existing then return {0, existing} end
+if existing then
+  if ARGV[9] ~= '' then redis.call('HINCRBY', KEYS[6], ARGV[9], 1) end
+  return {0, existing}
+end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], 'body', ARGV[2], 'sha256', ARGV[3], 'trigger', ARGV[4],
            'received_at', ARGV[5], 'state', ARGV[6], 'source', ARGV[7])
-if ARGV[6] == 'received' then redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1]) end
+if ARGV[6] == 'received' then
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
+  if ARGV[10] == '1' then redis.call('RPUSH', KEYS[5], ARGV[1]) end
+elseif ARGV[6] == 'ignored' then
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
+end
+if ARGV[8] ~= '' then redis.call('HINCRBY', KEYS[6], ARGV[8], 1) end
 return {1, ARGV[1]}
 """
 
@@ -54,20 +65,44 @@ class EventStore:
         return "ev_" + uuid.uuid4().hex[:20]
 
     def put(self, raw: bytes, trigger: str, *, state: str = "received",
-            source: str = "webhook", received_at: float | None = None) -> tuple[str, bool]:
-        """Store a raw body. Returns (event_id, duplicate)."""
+            source: str = "webhook", received_at: float | None = None,
+            dispatch: bool = False, counter: tuple[str, str, str] | None = None
+            ) -> tuple[str, bool]:
+        """Store a raw body. Returns (event_id, duplicate).
+        `dispatch`: also append a new event's id to the dispatch list (in the same script);
+        `counter`: (hash, field if stored, field if a duplicate) to count it, also in the script."""
         digest = hashlib.sha256(raw).hexdigest()
         event_id = self.new_id()
+        at = received_at or clock.now()
+        hash_key, stored_field, duplicate_field = counter or ("", "", "")
         created, stored_id = self._put(
             keys=[self.keys.event_by_hash(digest), self.keys.event(event_id),
-                  self.keys.unprocessed],
-            args=[event_id, self.cipher.encrypt(raw), digest, trigger,
-                  repr(received_at or clock.now()), state, source],
+                  self.keys.unprocessed, self.keys.ignored, self.dispatch_key,
+                  hash_key or self.keys.event_by_hash(digest)],
+            args=[event_id, self.cipher.encrypt(raw), digest, trigger, repr(at), state, source,
+                  stored_field, duplicate_field, "1" if dispatch else "0"],
         )
         stored = stored_id.decode() if isinstance(stored_id, bytes) else stored_id
-        if created and state == "ignored":
-            self.r.zadd(self.keys.ignored, {stored: received_at or clock.now()})
         return stored, not bool(created)
+
+    @property
+    def dispatch_key(self) -> str:
+        """New event ids, in arrival order, for the dispatcher to hand to the workers."""
+        return f"{self.keys.p}:events:dispatch"
+
+    def take_dispatch(self, count: int, timeout: float) -> list[str]:
+        """Up to `count` ids from the dispatch list, waiting up to `timeout` s for the first.
+        An id taken here and then lost (a crash) stays in the unprocessed set: the sweep sends it.
+        BLPOP and LPOP with a count (Redis 6.2, as the wheel's embedded one: no BLMPOP)."""
+        taken: list[bytes] = []
+        if timeout > 0:
+            first = self.r.blpop([self.dispatch_key], timeout)
+            if not first:
+                return []
+            taken, count = [first[1]], count - 1
+        if count > 0:
+            taken += self.r.lpop(self.dispatch_key, count) or []
+        return [i.decode() for i in taken]
 
     def get(self, event_id: str) -> StoredEvent | None:
         data = self.r.hgetall(self.keys.event(event_id))
@@ -84,10 +119,11 @@ class EventStore:
             source=data.get(b"source", b"").decode(),
         )
 
-    def save_normalised(self, event_id: str, data: dict) -> None:
-        """Keep the worker's normalised view (encrypted) for the console and for audits."""
+    def save_normalised(self, event_id: str, data: dict, pipe: object = None) -> None:
+        """Keep the worker's normalised view (encrypted) for the console and for audits.
+        With `pipe`: added to that pipeline (the caller executes it)."""
         token = self.cipher.encrypt(json.dumps(data, default=str).encode())
-        self.r.hset(self.keys.event(event_id), "normalised", token)
+        (pipe or self.r).hset(self.keys.event(event_id), "normalised", token)
 
     def normalised(self, event_id: str) -> dict | None:
         token = self.r.hget(self.keys.event(event_id), "normalised")

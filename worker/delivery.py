@@ -20,13 +20,21 @@ from worker.transports import send_event
 
 log = logging.getLogger(__name__)
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+# each also answers the queue's head: one round trip where there were two
+_RELEASE_HEAD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return redis.call('ZRANGE', KEYS[2], 0, 0)
 """
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
+# {1 if the lock was still ours and is renewed else 0, head...}
+_RENEW_HEAD = """
+local renewed = 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  renewed = 1
+end
+local answer = redis.call('ZRANGE', KEYS[2], 0, 0)
+table.insert(answer, 1, renewed)
+return answer
 """
 MAX_PER_RUN = 50
 # messages that only repeat a change the EHR made itself are not sent back (S14 carries more:
@@ -40,32 +48,35 @@ def drain(rt: Runtime, key: str, target: str, known: dict[str, Loaded] | None = 
     lock = rt.ledger.lock_name(f"drain:{key}|{target}")
     ttl_ms = int(rt.settings.delivery.lock_ttl_seconds * 1000)
     token = uuid.uuid4().hex
+    pending = rt.ledger.pending(key, target)
     outcome = "busy"
     for _ in range(3):  # re-check after release: a kick may have raced with our last look
         if not rt.redis.set(lock, token, nx=True, px=ttl_ms):
             return outcome
+        heads: list = []
         try:
             confirm(rt.redis, rt.settings.redis, rt.settings.key_prefix)  # a lock a failover keeps
             outcome = _drain_locked(rt, key, target, token, lock, ttl_ms, known or {})
         finally:
-            rt.redis.eval(_RELEASE, 1, lock, token)
+            heads = rt.redis.eval(_RELEASE_HEAD, 2, lock, pending, token)
         if outcome == "more":
             rt.kick(key, target, None)
             return outcome
-        if outcome != "empty" or rt.ledger.head(key, target) is None:
+        if outcome != "empty" or not heads:
             return outcome
     return outcome
 
 
 def _drain_locked(rt: Runtime, key: str, target: str, token: str, lock: str, ttl_ms: int,
                   known: dict[str, Loaded]) -> str:
+    delivery_id = rt.ledger.head(key, target)
     for _ in range(MAX_PER_RUN):
-        delivery_id = rt.ledger.head(key, target)
         if delivery_id is None:
             return "empty"
         d = rt.ledger.get_delivery(delivery_id)
         if d is None:  # record gone (retention or manual cleanup): unblock the queue
             rt.ledger.dequeue(key, target, delivery_id)
+            delivery_id = rt.ledger.head(key, target)
             continue
         now = clock.now()
         if d.next_attempt_at > now:
@@ -76,10 +87,13 @@ def _drain_locked(rt: Runtime, key: str, target: str, token: str, lock: str, ttl
             rt.ledger.schedule(key, target, retry_at)
             return "circuit-open"
         step = deliver_one(rt, d, known)
-        if not rt.redis.eval(_RENEW, 1, lock, token, ttl_ms):  # lost (expired, a failover)
+        renewed, *heads = rt.redis.eval(_RENEW_HEAD, 2, lock, rt.ledger.pending(key, target),
+                                        token, ttl_ms)
+        if not renewed:  # lost (expired, a failover)
             return "lost-lock"  # stop: another worker may hold this queue now
         if step == "retry":
             return "retrying"
+        delivery_id = heads[0].decode() if heads else None
     return "more"
 
 

@@ -50,11 +50,11 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
                     extra={"event_id": event_id})
         return _dead_at_ingest(rt, event_id, "normalise_failed", exc)
 
-    rt.store.save_normalised(event_id, event.to_dict())
     blocker = calcom_api.BlockerType.from_settings(rt.settings.calcom)
     # echoes are bookings on the blocker type; other events only while a provider uses `api`
     maybe_echo = blocker.matches(event) or any(p.strategy == "api" for p in rt.settings.providers)
     if maybe_echo and calcom_api.is_echo(rt.redis, event, rt.settings.key_prefix, blocker):
+        rt.store.save_normalised(event_id, event.to_dict())
         rt.store.set_state(event_id, "skipped", "echo_of_ehr_block", event.appointment_key)
         rt.audit.record("system", "event.skipped", event_id, reason="echo_of_ehr_block")
         log.info("echo of an EHR block skipped", extra={"event_id": event_id, "outcome": "skipped"})
@@ -120,7 +120,9 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
     ledger, key, eid = rt.ledger, event.appointment_key, event.event_id
     ctx = {"event_id": eid, "appointment_key": key, "trigger": event.trigger}
 
-    snap = ledger.snapshot(key, eid)
+    # the normalised view is saved in the snapshot's round trip, before any decision
+    snap = ledger.snapshot(key, eid, extra=lambda pipe: rt.store.save_normalised(
+        eid, event.to_dict(), pipe))
     order = snap.accepted_order
     if order is not None:  # a retry after a crash: make sure every delivery is queued
         targets = []
@@ -160,7 +162,7 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
 
     sequence, mark = sequence_and_mark(event, appt)
     if not force:
-        seen = ledger.seen(key, mark)
+        seen = snap.seen.get(mark)  # read in the snapshot's round trip
         if seen and seen != eid:
             rt.store.set_state(eid, "skipped", f"duplicate_of:{seen}", key)
             rt.audit.record("system", "event.skipped", eid, reason="logical_duplicate", of=seen)

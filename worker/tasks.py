@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+from collections.abc import Callable
 
 import redis
 from celery import Celery, Task
@@ -16,6 +18,7 @@ from worker import delivery, pipeline
 log = logging.getLogger(__name__)
 
 _runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
 
 
 def register(app: Celery, settings: Settings) -> None:
@@ -28,7 +31,9 @@ def register(app: Celery, settings: Settings) -> None:
     def rt() -> Runtime:
         global _runtime
         if _runtime is None:  # built lazily: after the prefork, one per child process
-            _runtime = Runtime.build(settings, kick, reprocess)
+            with _runtime_lock:  # the threads pool: one Runtime (and MLLP socket) per process
+                if _runtime is None:
+                    _runtime = Runtime.build(settings, kick, reprocess)
         return _runtime
 
     @app.task(name="calehr.process_event", bind=True, max_retries=None)
@@ -39,6 +44,12 @@ def register(app: Celery, settings: Settings) -> None:
             raise self.retry(countdown=0.5, exc=exc) from None
         except redis.RedisError as exc:
             raise self.retry(countdown=min(30, 2 ** min(self.request.retries, 5)), exc=exc) from None
+
+    @app.task(name="calehr.process_events", bind=True, max_retries=None)
+    def process_events(self: Task, event_ids: list[str]) -> dict:
+        """A batch from the dispatcher: each event on its own, so one that fails holds back
+        none of the others (a poison body is dead-lettered by process_event itself)."""
+        return run_batch(rt(), event_ids, reprocess)
 
     @app.task(name="calehr.drain", bind=True, max_retries=None)
     def drain(self: Task, key: str, target: str) -> str:
@@ -66,6 +77,50 @@ def register(app: Celery, settings: Settings) -> None:
         finally:
             with contextlib.suppress(redis.exceptions.LockError):  # it ran longer than `hold`
                 lock.release()
+
+
+CLAIM_MAX = 64  # ids one batch task may take from the dispatch list besides its own
+CLAIM_SECONDS = 5.0  # and for how long: far below any task time limit
+CLAIM_STEP = 4  # ids taken at a time (small: the other workers claim too)
+
+
+def run_batch(rt: Runtime, event_ids: list[str],
+              resend: Callable[[str, bool], None]) -> dict[str, int]:
+    """process_event for each id, then for ids still waiting in the dispatch list (claimed
+    here directly: under load, fewer tasks per booking). A busy appointment or a Redis error
+    sends that id again as its own task (its retries back off there); anything else is logged
+    and left to the sweep (the event stays in the unprocessed set, as a claimed id does if this
+    process dies)."""
+    outcomes: dict[str, int] = {}
+    todo = list(event_ids)
+    claimed, until = 0, clock.now() + CLAIM_SECONDS
+    while todo:
+        _run_one(rt, todo.pop(0), resend, outcomes)
+        if not todo and claimed < CLAIM_MAX and clock.now() < until:
+            with contextlib.suppress(redis.RedisError):  # the dispatcher sends what is left
+                todo = rt.store.take_dispatch(min(CLAIM_STEP, CLAIM_MAX - claimed), 0)
+            claimed += len(todo)
+    if claimed:
+        outcomes["claimed"] = claimed
+    return outcomes
+
+
+def _run_one(rt: Runtime, event_id: str, resend: Callable[[str, bool], None],
+             outcomes: dict[str, int]) -> None:
+    """One event of a batch; its outcome counted in `outcomes`."""
+    try:
+        state = pipeline.process_event(rt, event_id)
+    except (pipeline.AppointmentBusy, redis.RedisError) as exc:
+        state = "resent"
+        try:
+            resend(event_id, False)
+        except Exception:  # noqa: BLE001 - the sweep sends it after stuck_event_seconds
+            log.warning("resend failed, left for the sweep: %s", exc.__class__.__name__,
+                        extra={"event_id": event_id})
+    except Exception:  # noqa: BLE001 - one bad event must not hold back the batch
+        log.exception("process_event failed, left for the sweep", extra={"event_id": event_id})
+        state = "failed"
+    outcomes[state] = outcomes.get(state, 0) + 1
 
 
 def run_reconcile(rt: Runtime) -> dict:

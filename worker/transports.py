@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -27,9 +28,15 @@ def _fhir_profile(settings: Settings, target_name: str):
 
 
 _transports: dict[str, object] = {}
+_transports_lock = threading.Lock()  # the threads pool: still one connection per target
 
 
 def _transport(target: TargetSettings):
+    with _transports_lock:
+        return _transport_locked(target)
+
+
+def _transport_locked(target: TargetSettings):
     if target.name not in _transports:
         if target.kind == "mllp":
             from adapters.hl7v2 import MLLPClient
