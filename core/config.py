@@ -213,6 +213,8 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = ""
 
     delivery = dataclass_section(raw, "delivery", DeliverySettings)
     worker = dataclass_section(raw, "worker", WorkerSettings)
+    if delivery.sweep_batch < 1:
+        raise ConfigError("delivery.sweep_batch: must be at least 1")
     if worker.task_time_limit >= worker.visibility_timeout:
         raise ConfigError("worker.task_time_limit: must be below worker.visibility_timeout")
     if delivery.countdown_max_seconds * 4 > worker.visibility_timeout:

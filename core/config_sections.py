@@ -129,6 +129,7 @@ class DeliverySettings:
     lock_ttl_seconds: float = 120.0
     sweep_interval_seconds: float = 5.0
     stuck_event_seconds: float = 60.0
+    sweep_batch: int = 1000  # items each part of one sweep handles at most; the next continues
     appointment_lock_seconds: float = 30.0  # a killed worker's lock on one appointment lasts this
 
 

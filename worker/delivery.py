@@ -19,15 +19,13 @@ from worker.transports import send_event
 
 log = logging.getLogger(__name__)
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
-MAX_PER_RUN = 50
+MAX_PER_RUN = 50  # messages one drain task sends at most; then it kicks itself again
+# queues woken at once when a circuit closes (each finished one wakes the next: core/waiters.py)
+WAKE_IN_FLIGHT = 64
 # messages that only repeat a change the EHR made itself are not sent back (S14 carries more:
 # a meeting ended, a no-show taken back)
 ECHO_CHECKED = ("S12", "S13", "S15", "S26")
@@ -40,16 +38,23 @@ def drain(rt: Runtime, key: str, target: str, known: dict[str, Loaded] | None = 
     ttl_ms = int(rt.settings.delivery.lock_ttl_seconds * 1000)
     token = uuid.uuid4().hex
     outcome = "busy"
+    waiters = rt.ledger.waiters
     for _ in range(3):  # re-check after release: a kick may have raced with our last look
         if not rt.redis.set(lock, token, nx=True, px=ttl_ms):
             return outcome
         try:
             outcome = _drain_locked(rt, key, target, token, lock, ttl_ms, known or {})
         finally:
-            rt.redis.eval(_RELEASE, 1, lock, token)
+            following = waiters.release(lock, token, key, target, clock.now())
+            if following is not None:  # a woken queue hands over to the next waiting one
+                rt.kick(following, target, None)
         if outcome == "more":
             rt.kick(key, target, None)
             return outcome
+        if outcome == "circuit-open":  # it may have closed (and woken the waiters) meanwhile
+            if rt.breaker.state(target).state != "closed":
+                return outcome
+            continue
         if outcome != "empty" or rt.ledger.head(key, target) is None:
             return outcome
     return outcome
@@ -57,7 +62,11 @@ def drain(rt: Runtime, key: str, target: str, known: dict[str, Loaded] | None = 
 
 def _drain_locked(rt: Runtime, key: str, target: str, token: str, lock: str, ttl_ms: int,
                   known: dict[str, Loaded]) -> str:
+    # far from the task's time limit: a send can take its connect and read timeouts on top
+    until = clock.now() + rt.settings.worker.task_soft_time_limit / 4
     for _ in range(MAX_PER_RUN):
+        if clock.now() > until:
+            return "more"
         delivery_id = rt.ledger.head(key, target)
         if delivery_id is None:
             return "empty"
@@ -69,9 +78,9 @@ def _drain_locked(rt: Runtime, key: str, target: str, token: str, lock: str, ttl
         if d.next_attempt_at > now:
             rt.ledger.schedule(key, target, d.next_attempt_at)
             return "waiting"
-        allowed, retry_at = rt.breaker.allow(target, token)
-        if not allowed:
-            rt.ledger.schedule(key, target, retry_at)
+        allowed, _ = rt.breaker.allow(target, token)
+        if not allowed:  # woken when the circuit closes, or kicked as its half-open probe
+            rt.ledger.waiters.join(key, target, now)
             return "circuit-open"
         step = deliver_one(rt, d, known)
         rt.redis.eval(_RENEW, 1, lock, token, ttl_ms)
@@ -163,8 +172,9 @@ def _delivered(rt: Runtime, d: Delivery, entry: dict, wire: bytes | None,
     closed_circuit = rt.breaker.success(d.target)
     if committed.dead_letter_id:  # a replayed dead letter went through (the sweep too, if we die)
         resolve_delivered(rt, committed.dead_letter_id)
-    if closed_circuit:  # only now: waking every queue of the target can take a while
-        _kick_target(rt, d.target)
+    if closed_circuit:  # a bounded batch; each drain that ends wakes the next (core/waiters.py)
+        for key in rt.ledger.waiters.claim(d.target, WAKE_IN_FLIGHT, clock.now()):
+            rt.kick(key, d.target, None)
     return "done"
 
 
@@ -234,12 +244,3 @@ def _dead(rt: Runtime, d: Delivery, stage: str, code: str, cls: str, text: str,
     _finish(rt, d, "dead", code)  # a crash before this retries; the dead letter is reopened
     log.warning("dead-lettered at %s: %s", stage, code, extra={**ctx, "dead_letter_id": dl_id})
     return "done"
-
-
-def _kick_target(rt: Runtime, target: str) -> None:
-    """The circuit closed: wake every queue of this target now instead of at its due time."""
-    suffix = f"|{target}"
-    for member in rt.redis.sscan_iter(rt.ledger.pending_index, count=500):
-        name = member.decode()
-        if name.endswith(suffix):
-            rt.kick(name[: -len(suffix)], target, None)

@@ -1,10 +1,16 @@
-"""The beat sweep: wake due queues, expire order waits, rescue work a dead worker left behind."""
+"""The beat sweep: wake due queues, expire order waits, rescue work a dead worker left behind.
+
+Bounded: each part handles at most `delivery.sweep_batch` items per tick and the scans continue
+from a cursor kept in Redis on the next tick, so a tick costs the same with 10 or 100,000
+queues pending. Every step is safe to repeat (two sweeps at once only kick twice).
+"""
 
 from __future__ import annotations
 
 import logging
 
 from core import clock
+from core.faults import crash_point
 from core.runtime import Runtime
 from worker import pipeline
 
@@ -14,14 +20,17 @@ log = logging.getLogger(__name__)
 def sweep(rt: Runtime) -> dict:
     """Beat: wake due queues, expire order waits, and rescue work a dead worker left behind."""
     now = clock.now()
+    started = clock.now()
+    batch = max(1, rt.settings.delivery.sweep_batch)
     woke = expired = rescued = resent = 0
     # first: events parked on a uid that is known now (their wake-up was lost), so that none
     # of them expires below as "predecessor missing"
-    for uid in rt.ledger.known_parked_uids():
+    for uid in rt.ledger.known_parked_uids(batch):
         for event_id in rt.ledger.wake([uid], rt.store.keys.unprocessed, repr(now)):
             rt.reprocess(event_id, False)
             woke += 1
-    for item in rt.ledger.pop_due(now):
+    due = rt.ledger.pop_due(now, batch)
+    for item in due:
         kind, _, rest = item.partition(":")
         if kind == "drain":
             key, _, target = rest.rpartition("|")
@@ -33,37 +42,16 @@ def sweep(rt: Runtime) -> dict:
             from worker.series import retry
 
             retry(rt, rest)
-    stale_after = rt.settings.delivery.stuck_event_seconds
-    members = list(rt.redis.sscan_iter(rt.ledger.pending_index, count=500))
-    for start in range(0, len(members), 500):  # one round trip per 500 queues, not three each
-        batch = [m.decode().rpartition("|") for m in members[start:start + 500]]
-        pipe = rt.redis.pipeline(transaction=False)
-        for key, _, target in batch:
-            pipe.exists(rt.ledger.lock_name(f"drain:{key}|{target}"))
-            pipe.zrange(rt.ledger.pending(key, target), 0, 0)
-            pipe.zscore(rt.ledger.due, f"drain:{key}|{target}")
-        answers = pipe.execute()
-        for i, (key, _, target) in enumerate(batch):
-            locked, heads, due = answers[3 * i:3 * i + 3]
-            if locked:
-                continue
-            if not heads:
-                rt.redis.srem(rt.ledger.pending_index, f"{key}|{target}")
-                continue
-            if due is not None and float(due) > now:
-                continue
-            head = heads[0].decode()
-            d = rt.ledger.get_delivery(head)
-            if d is None or now - d.updated_at >= stale_after:
-                if d:
-                    rt.ledger.update_delivery(head, rescued_at=repr(now))
-                rt.kick(key, target, None)
-                rescued += 1
-    for dl_id in rt.redis.smembers(rt.ledger.to_resolve):  # delivered, the worker died before
+    crash_point("sweep_mid")
+    circuits = _circuits(rt, now, batch)
+    scanned, kicked = _scan_pending(rt, now, batch)
+    rescued += kicked
+    to_resolve = rt.redis.srandmember(rt.ledger.to_resolve, batch) or []
+    for dl_id in to_resolve:  # delivered, the worker died before
         from worker.delivery import resolve_delivered
 
         resolve_delivered(rt, dl_id.decode())
-    for event_id in rt.store.stuck(stale_after):
+    for event_id in rt.store.stuck(rt.settings.delivery.stuck_event_seconds, batch):
         rt.redis.zadd(rt.store.keys.unprocessed, {event_id: now})  # not again for a while
         reason = rt.redis.hget(rt.store.keys.event(event_id), "reason")
         rt.reprocess(event_id, reason == b"replayed:force")  # a forced replay stays forced
@@ -71,13 +59,91 @@ def sweep(rt: Runtime) -> dict:
     if rt.settings.calcom.api_key:  # EHR-side changes the MLLP listener or FHIR inbound queued
         from worker.ehr_changes import OwnAppointments
 
-        OwnAppointments(rt.settings, rt.redis, rt.ledger.cipher).run_pending(now)
+        # each one is a call to Cal.com: a few per tick, the rest on the next ticks
+        OwnAppointments(rt.settings, rt.redis, rt.ledger.cipher).run_pending(now, limit=10)
     purged = {}
-    if rt.redis.set(f"{rt.settings.key_prefix}:retention:ran", "1", nx=True,
-                    ex=max(1, int(rt.settings.retention.run_interval_seconds))):
+    p = rt.settings.key_prefix
+    if rt.redis.exists(f"{p}:retention:cursor") or rt.redis.set(
+            f"{p}:retention:ran", "1", nx=True,
+            ex=max(1, int(rt.settings.retention.run_interval_seconds))):
         from worker.retention import purge
 
-        purged = purge(rt, now)
-    if woke or expired or rescued or resent:
-        log.info("sweep woke=%d expired=%d rescued=%d resent=%d", woke, expired, rescued, resent)
-    return {"woke": woke, "expired": expired, "rescued": rescued, "resent": resent, **purged}
+        purged = purge(rt, now, limit=batch)  # a pass in slices: the cursor stays in Redis
+    took = round(clock.now() - started, 3)
+    stats = {"woke": woke, "expired": expired, "rescued": rescued, "resent": resent,
+             "due": len(due), "scanned": scanned, **circuits, "seconds": took}
+    rt.redis.hset(f"{p}:sweep:last", mapping={"at": repr(now), **stats})  # for tests, operators
+    if woke or expired or rescued or resent or circuits["circuit_woken"]:
+        log.info("sweep woke=%d expired=%d rescued=%d resent=%d circuit_woken=%d scanned=%d "
+                 "in %.3fs", woke, expired, rescued, resent, circuits["circuit_woken"], scanned,
+                 took)
+    return {**stats, **purged}
+
+
+def _circuits(rt: Runtime, now: float, batch: int) -> dict[str, int]:
+    """Per target: a probe while half-open; once closed, keep WAKE_IN_FLIGHT queues woken and
+    re-kick claims that no drain finished (see core/waiters.py)."""
+    from worker.delivery import WAKE_IN_FLIGHT
+
+    waiters = rt.ledger.waiters
+    woken = waiting = 0
+    for target in (t.name for t in rt.settings.targets):
+        queued, in_flight = waiters.counts(target)
+        waiting += queued
+        if not queued and not in_flight:
+            continue
+        keys = waiters.stale_claims(target, now - rt.settings.delivery.stuck_event_seconds,
+                                    batch, now)
+        state = rt.breaker.state(target).state
+        if state == "half-open" and not rt.redis.exists(f"{waiters.circuit(target)}:probe"):
+            keys += waiters.claim(target, 1, now, probe=True)
+        elif state == "closed":
+            keys += waiters.claim(target, min(batch, WAKE_IN_FLIGHT - in_flight), now)
+        for key in keys:
+            rt.kick(key, target, None)
+        woken += len(keys)
+    return {"circuit_woken": woken, "circuit_waiting": waiting}
+
+
+def _scan_pending(rt: Runtime, now: float, batch: int) -> tuple[int, int]:
+    """Re-kick queues whose drain died (lock gone, head untouched for `stuck_event_seconds`):
+    at most `batch` queues a tick, from a cursor that the next tick continues."""
+    ledger = rt.ledger
+    cursor_key = f"{rt.settings.key_prefix}:sweep:pending-cursor"
+    cursor = int(rt.redis.get(cursor_key) or 0)
+    members: list[str] = []
+    for _ in range(10):  # SSCAN's COUNT is a hint: a few calls at most
+        cursor, found = rt.redis.sscan(ledger.pending_index, cursor, count=batch)
+        members += [m.decode() for m in found]
+        if cursor == 0 or len(members) >= batch:
+            break
+    rt.redis.set(cursor_key, cursor)
+    stale_before = now - rt.settings.delivery.stuck_event_seconds
+    queues = [m.rpartition("|") for m in members]
+    pipe = rt.redis.pipeline(transaction=False)
+    for key, _, target in queues:
+        pipe.exists(ledger.lock_name(f"drain:{key}|{target}"))
+        pipe.zrange(ledger.pending(key, target), 0, 0)
+        pipe.zscore(ledger.due, f"drain:{key}|{target}")
+        pipe.zscore(ledger.waiters.waiters(target), key)
+        pipe.zscore(ledger.waiters.waking(target), key)
+    answers = pipe.execute()
+    heads: list[tuple[str, str, str]] = []
+    for i, (key, _, target) in enumerate(queues):
+        locked, head, due, waiting, waking = answers[5 * i:5 * i + 5]
+        if not head:
+            rt.redis.srem(ledger.pending_index, f"{key}|{target}")
+        elif not (locked or waiting is not None or waking is not None
+                  or (due is not None and float(due) > now)):
+            heads.append((key, target, head[0].decode()))  # the circuit part wakes waiters
+    pipe = rt.redis.pipeline(transaction=False)
+    for _, _, head in heads:
+        pipe.hget(ledger.delivery_key(head), "updated_at")
+    kicked = 0
+    for (key, target, head), updated in zip(heads, pipe.execute(), strict=True):
+        if updated is None or float(updated) <= stale_before:
+            if updated is not None:
+                ledger.update_delivery(head, rescued_at=repr(now))
+            rt.kick(key, target, None)
+            kicked += 1
+    return len(queues), kicked

@@ -55,9 +55,10 @@ def register(app: Celery, settings: Settings) -> None:
     def tick(self: Task) -> dict:
         r = rt()
         # short: a worker killed mid-sweep must not stop the sweeps that rescue its work for
-        # long (two sweeps at once only kick twice, and every step of a sweep is safe to repeat)
-        d = settings.delivery
-        hold = max(2 * d.sweep_interval_seconds, min(300.0, d.stuck_event_seconds))
+        # long (two sweeps at once only kick twice, and every step of a sweep is safe to repeat);
+        # a sweep is bounded (worker/sweep.py), so it ends well within this
+        hold = min(float(settings.worker.task_soft_time_limit),
+                   max(5.0, 2 * settings.delivery.sweep_interval_seconds))
         lock = r.redis.lock(f"{settings.key_prefix}:lock:sweep", timeout=hold, blocking=False)
         if not lock.acquire():
             return {"skipped": "running"}
