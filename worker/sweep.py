@@ -17,50 +17,80 @@ from worker import pipeline
 log = logging.getLogger(__name__)
 
 
+CHUNK = 100  # items popped or read at a time, so that a sweep out of time leaves the rest
+
+
 def sweep(rt: Runtime) -> dict:
     """Beat: wake due queues, expire order waits, and rescue work a dead worker left behind."""
-    now = clock.now()
-    started = clock.now()
-    batch = max(1, rt.settings.delivery.sweep_batch)
-    woke = expired = rescued = resent = 0
+    now = started = clock.now()
+    d, w = rt.settings.delivery, rt.settings.worker
+    batch = max(1, d.sweep_batch)
+    # every kick is a broker write (fsync'd): a time budget too, well inside the sweep lock
+    deadline = started + max(1.0, min(w.task_soft_time_limit / 4,
+                                      max(5.0, 2 * d.sweep_interval_seconds) / 2))
+    woke = expired = rescued = resent = popped = 0
+    parts: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        parts[name] = round(clock.now() - started - sum(parts.values()), 3)
+
     # first: events parked on a uid that is known now (their wake-up was lost), so that none
     # of them expires below as "predecessor missing"
     for uid in rt.ledger.known_parked_uids(batch):
+        if clock.now() > deadline:
+            break
         for event_id in rt.ledger.wake([uid], rt.store.keys.unprocessed, repr(now)):
             rt.reprocess(event_id, False)
             woke += 1
-    due = rt.ledger.pop_due(now, batch)
-    for item in due:
-        kind, _, rest = item.partition(":")
-        if kind == "drain":
-            key, _, target = rest.rpartition("|")
-            rt.kick(key, target, None)
-            woke += 1
-        elif kind == "wait" and pipeline.expire_wait(rt, rest):
-            expired += 1
-        elif kind == "series":
-            from worker.series import retry
+    lap("parked")
+    while popped < batch and clock.now() < deadline:
+        due = rt.ledger.pop_due(now, min(CHUNK, batch - popped))
+        popped += len(due)
+        for item in due:
+            kind, _, rest = item.partition(":")
+            if kind == "drain":
+                key, _, target = rest.rpartition("|")
+                rt.kick(key, target, None)
+                woke += 1
+            elif kind == "wait" and pipeline.expire_wait(rt, rest):
+                expired += 1
+            elif kind == "series":
+                from worker.series import retry
 
-            retry(rt, rest)
+                retry(rt, rest)
+        if len(due) < CHUNK:
+            break
+    lap("due")
     crash_point("sweep_mid")
     circuits = _circuits(rt, now, batch)
-    scanned, kicked = _scan_pending(rt, now, batch)
+    lap("circuits")
+    scanned, kicked = _scan_pending(rt, now, batch, deadline)
     rescued += kicked
-    to_resolve = rt.redis.srandmember(rt.ledger.to_resolve, batch) or []
+    lap("pending")
+    to_resolve = rt.redis.srandmember(rt.ledger.to_resolve, min(CHUNK, batch)) or []
     for dl_id in to_resolve:  # delivered, the worker died before
         from worker.delivery import resolve_delivered
 
         resolve_delivered(rt, dl_id.decode())
-    for event_id in rt.store.stuck(rt.settings.delivery.stuck_event_seconds, batch):
-        rt.redis.zadd(rt.store.keys.unprocessed, {event_id: now})  # not again for a while
-        reason = rt.redis.hget(rt.store.keys.event(event_id), "reason")
-        rt.reprocess(event_id, reason == b"replayed:force")  # a forced replay stays forced
-        resent += 1
+    lap("resolve")
+    while resent < batch and clock.now() < deadline:
+        stuck = rt.store.stuck(d.stuck_event_seconds, min(CHUNK, batch - resent))
+        if not stuck:
+            break
+        pipe = rt.redis.pipeline(transaction=False)
+        pipe.zadd(rt.store.keys.unprocessed, dict.fromkeys(stuck, now))  # not again for a while
+        for event_id in stuck:
+            pipe.hget(rt.store.keys.event(event_id), "reason")
+        for event_id, reason in zip(stuck, pipe.execute()[1:], strict=True):
+            rt.reprocess(event_id, reason == b"replayed:force")  # a forced replay stays forced
+        resent += len(stuck)
+    lap("stuck")
     if rt.settings.calcom.api_key:  # EHR-side changes the MLLP listener or FHIR inbound queued
         from worker.ehr_changes import OwnAppointments
 
         # each one is a call to Cal.com: a few per tick, the rest on the next ticks
         OwnAppointments(rt.settings, rt.redis, rt.ledger.cipher).run_pending(now, limit=10)
+    lap("ehr_changes")
     purged = {}
     p = rt.settings.key_prefix
     if rt.redis.exists(f"{p}:retention:cursor") or rt.redis.set(
@@ -69,14 +99,16 @@ def sweep(rt: Runtime) -> dict:
         from worker.retention import purge
 
         purged = purge(rt, now, limit=batch)  # a pass in slices: the cursor stays in Redis
+    lap("retention")
     took = round(clock.now() - started, 3)
     stats = {"woke": woke, "expired": expired, "rescued": rescued, "resent": resent,
-             "due": len(due), "scanned": scanned, **circuits, "seconds": took}
+             "due": popped, "scanned": scanned, **circuits, "seconds": took,
+             "slowest": max(parts, key=parts.__getitem__), "slowest_seconds": max(parts.values())}
     rt.redis.hset(f"{p}:sweep:last", mapping={"at": repr(now), **stats})  # for tests, operators
     if woke or expired or rescued or resent or circuits["circuit_woken"]:
         log.info("sweep woke=%d expired=%d rescued=%d resent=%d circuit_woken=%d scanned=%d "
-                 "in %.3fs", woke, expired, rescued, resent, circuits["circuit_woken"], scanned,
-                 took)
+                 "in %.3fs (slowest: %s)", woke, expired, rescued, resent,
+                 circuits["circuit_woken"], scanned, took, stats["slowest"])
     return {**stats, **purged}
 
 
@@ -105,7 +137,7 @@ def _circuits(rt: Runtime, now: float, batch: int) -> dict[str, int]:
     return {"circuit_woken": woken, "circuit_waiting": waiting}
 
 
-def _scan_pending(rt: Runtime, now: float, batch: int) -> tuple[int, int]:
+def _scan_pending(rt: Runtime, now: float, batch: int, deadline: float) -> tuple[int, int]:
     """Re-kick queues whose drain died (lock gone, head untouched for `stuck_event_seconds`):
     at most `batch` queues a tick, from a cursor that the next tick continues."""
     ledger = rt.ledger
@@ -141,6 +173,8 @@ def _scan_pending(rt: Runtime, now: float, batch: int) -> tuple[int, int]:
         pipe.hget(ledger.delivery_key(head), "updated_at")
     kicked = 0
     for (key, target, head), updated in zip(heads, pipe.execute(), strict=True):
+        if clock.now() > deadline:
+            break  # out of time: the next pass over the index finds it again
         if updated is None or float(updated) <= stale_before:
             if updated is not None:
                 ledger.update_delivery(head, rescued_at=repr(now))
