@@ -16,7 +16,6 @@ from pathlib import Path
 from bench.load import booking, have_wrk, percentile, post_all, write_bodies, wrk
 from bench.stack import TARGET, BenchStack
 from core.deliveries import control_id_for
-from tests.factories import placer_of
 
 
 def wait_until(condition: Callable[[], object], timeout: float, interval: float = 0.2) -> bool:
@@ -170,37 +169,3 @@ def bare_end_to_end(workers: int, burst: int, rates: list[float], rate_seconds: 
             out.append({"figure": "bare_latency", "workers": workers, "offered_per_s": rate, **res})
     return out, st.memory.figures()
 
-
-# -- 4. backlog --------------------------------------------------------------------------------
-def backlog(n: int, workers: int, timeout: float) -> tuple[list[dict], dict]:
-    """EHR down while `n` bookings are accepted and queued; then the EHR comes up: drain time."""
-    with BenchStack("backlog") as st:
-        base = st.web(2)
-        st.workers(workers)
-        st.beat()  # nothing listens on the EHR port yet
-        started = time.time()
-        sent = post_all(base, [booking(i, "B") for i in range(n)], threads=8)
-        accepted = sum(1 for s in sent if s.event_id)
-        queued = wait_until(lambda: st.redis.scard("calehr:pending-index") >= accepted, timeout, 0.5)
-        queued_at = time.time()
-        st.ehr_sim()
-        up = time.time()
-        wait_until(lambda: len(arrivals(st.inbox)) >= accepted, timeout, 0.5)
-        wait_until(lambda: st.queue_length() == 0, 30, 0.5)  # late copies would land now
-        time.sleep(2)
-        mtimes = sorted(t for ts in arrivals(st.inbox).values() for t in ts)
-        seen = placers(st.inbox)
-    expected = {placer_of(i, "B") for i in range(n)}
-    first, last = (mtimes[0], mtimes[-1]) if mtimes else (up, up)
-    res = {"figure": "backlog", "events": n, "accepted": accepted, "workers": workers,
-           "all_queued": queued, "seconds_to_queue": round(queued_at - started, 1),
-           "delivered": len(seen.keys() & expected), "lost": len(expected - seen.keys()),
-           # a second message for one booking; and a copy re-sent under the same MSH-10
-           "duplicates": sum(len(set(ids)) - 1 for ids in seen.values()),
-           "resent_same_msh10": sum(len(ids) - len(set(ids)) for ids in seen.values()),
-           "unexpected": len(seen.keys() - expected),
-           "seconds_to_drain": round(last - up, 2),
-           "seconds_to_first": round(first - up, 2),
-           "drain_per_s": round(len(mtimes) / (last - up), 1) if last > up else 0.0,
-           "drain_per_s_after_first": round(len(mtimes) / (last - first), 1) if last > first else 0.0}
-    return [res], st.memory.figures()

@@ -215,6 +215,8 @@ class DeliverySettings:
     lock_ttl_seconds: Annotated[NonNegNum, about("a delivery queue's lock")] = 120.0
     sweep_interval_seconds: Annotated[NonNegNum, about("beat sweep period")] = 5.0
     stuck_event_seconds: Annotated[NonNegNum, about("an event no worker took up is re-queued")] = 60.0
+    sweep_batch: Annotated[PosInt, about(
+        "items each part of one sweep handles at most; the next tick continues")] = 1000
     appointment_lock_seconds: Annotated[NonNegNum, about(
         "how long a killed worker's lock blocks one appointment")] = 30.0
 

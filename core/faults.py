@@ -18,6 +18,7 @@ POINTS = (
     "after_commit_before_unpark",  # worker: event accepted, before follow-ups (waiters, conflicts)
     "spool_drain",  # web: inside the spool drain, after a record went into the store
     "mllp_after_store",  # MLLP listener: message stored, before it is applied and ACKed
+    "sweep_mid",  # worker: a beat sweep halfway, holding the sweep lock
 )
 EXIT_CODE = 75  # what a crashed process exits with (EX_TEMPFAIL), so tests can tell it apart
 

@@ -19,6 +19,7 @@ from core import clock
 from core.crypto import Cipher
 from core.deliveries import Delivery
 from core.ledger_scripts import PROGRESS, REQUEUE, START_ATTEMPT, WAKE
+from core.waiters import CircuitWaiters
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Ledger:
         self._wake = client.register_script(WAKE)
         self._progress = client.register_script(PROGRESS)
         self._requeue = client.register_script(REQUEUE)
+        self.waiters = CircuitWaiters(client, prefix)
 
     # keys ---------------------------------------------------------------------------------
     def appt(self, key: str) -> str:

@@ -20,11 +20,7 @@ from worker.transports import send_event
 
 log = logging.getLogger(__name__)
 
-# each also answers the queue's head: one round trip where there were two
-_RELEASE_HEAD = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return redis.call('ZRANGE', KEYS[2], 0, 0)
-"""
+# renews the lock and answers the queue's head (one round trip where there were two):
 # {1 if the lock was still ours and is renewed else 0, head...}
 _RENEW_HEAD = """
 local renewed = 0
@@ -36,7 +32,9 @@ local answer = redis.call('ZRANGE', KEYS[2], 0, 0)
 table.insert(answer, 1, renewed)
 return answer
 """
-MAX_PER_RUN = 50
+MAX_PER_RUN = 50  # messages one drain task sends at most; then it kicks itself again
+# queues woken at once when a circuit closes (each finished one wakes the next: core/waiters.py)
+WAKE_IN_FLIGHT = 64
 # messages that only repeat a change the EHR made itself are not sent back (S14 carries more:
 # a meeting ended, a no-show taken back)
 ECHO_CHECKED = ("S12", "S13", "S15", "S26")
@@ -48,29 +46,38 @@ def drain(rt: Runtime, key: str, target: str, known: dict[str, Loaded] | None = 
     lock = rt.ledger.lock_name(f"drain:{key}|{target}")
     ttl_ms = int(rt.settings.delivery.lock_ttl_seconds * 1000)
     token = uuid.uuid4().hex
-    pending = rt.ledger.pending(key, target)
     outcome = "busy"
+    waiters = rt.ledger.waiters
     for _ in range(3):  # re-check after release: a kick may have raced with our last look
         if not rt.redis.set(lock, token, nx=True, px=ttl_ms):
             return outcome
-        heads: list = []
         try:
             confirm(rt.redis, rt.settings.redis, rt.settings.key_prefix)  # a lock a failover keeps
             outcome = _drain_locked(rt, key, target, token, lock, ttl_ms, known or {})
         finally:
-            heads = rt.redis.eval(_RELEASE_HEAD, 2, lock, pending, token)
+            following = waiters.release(lock, token, key, target, clock.now())
+            if following is not None:  # a woken queue hands over to the next waiting one
+                rt.kick(following, target, None)
         if outcome == "more":
             rt.kick(key, target, None)
             return outcome
-        if outcome != "empty" or not heads:
+        if outcome == "circuit-open":  # it may have closed (and woken the waiters) meanwhile
+            if rt.breaker.state(target).state != "closed":
+                return outcome
+            continue
+        if outcome != "empty" or rt.ledger.head(key, target) is None:
             return outcome
     return outcome
 
 
 def _drain_locked(rt: Runtime, key: str, target: str, token: str, lock: str, ttl_ms: int,
                   known: dict[str, Loaded]) -> str:
+    # far from the task's time limit: a send can take its connect and read timeouts on top
+    until = clock.now() + rt.settings.worker.task_soft_time_limit / 4
     delivery_id = rt.ledger.head(key, target)
     for _ in range(MAX_PER_RUN):
+        if clock.now() > until:
+            return "more"
         if delivery_id is None:
             return "empty"
         d = rt.ledger.get_delivery(delivery_id)
@@ -82,9 +89,9 @@ def _drain_locked(rt: Runtime, key: str, target: str, token: str, lock: str, ttl
         if d.next_attempt_at > now:
             rt.ledger.schedule(key, target, d.next_attempt_at)
             return "waiting"
-        allowed, retry_at = rt.breaker.allow(target, token)
-        if not allowed:
-            rt.ledger.schedule(key, target, retry_at)
+        allowed, _ = rt.breaker.allow(target, token)
+        if not allowed:  # woken when the circuit closes, or kicked as its half-open probe
+            rt.ledger.waiters.join(key, target, now)
             return "circuit-open"
         step = deliver_one(rt, d, known)
         renewed, *heads = rt.redis.eval(_RENEW_HEAD, 2, lock, rt.ledger.pending(key, target),
@@ -181,8 +188,9 @@ def _delivered(rt: Runtime, d: Delivery, entry: dict, wire: bytes | None,
     closed_circuit = rt.breaker.success(d.target)
     if committed.dead_letter_id:  # a replayed dead letter went through (the sweep too, if we die)
         resolve_delivered(rt, committed.dead_letter_id)
-    if closed_circuit:  # only now: waking every queue of the target can take a while
-        _kick_target(rt, d.target)
+    if closed_circuit:  # a bounded batch; each drain that ends wakes the next (core/waiters.py)
+        for key in rt.ledger.waiters.claim(d.target, WAKE_IN_FLIGHT, clock.now()):
+            rt.kick(key, d.target, None)
     return "done"
 
 
@@ -252,12 +260,3 @@ def _dead(rt: Runtime, d: Delivery, stage: str, code: str, cls: str, text: str,
     _finish(rt, d, "dead", code)  # a crash before this retries; the dead letter is reopened
     log.warning("dead-lettered at %s: %s", stage, code, extra={**ctx, "dead_letter_id": dl_id})
     return "done"
-
-
-def _kick_target(rt: Runtime, target: str) -> None:
-    """The circuit closed: wake every queue of this target now instead of at its due time."""
-    suffix = f"|{target}"
-    for member in rt.redis.sscan_iter(rt.ledger.pending_index, count=500):
-        name = member.decode()
-        if name.endswith(suffix):
-            rt.kick(name[: -len(suffix)], target, None)

@@ -16,29 +16,41 @@ from core.runtime import Runtime
 log = logging.getLogger(__name__)
 
 FINAL = {b"done", b"skipped", b"unrouted", b"ignored", b"dead"}
-SCAN_LIMIT = 50_000  # events looked at per run; the next run continues
+SCAN_LIMIT = 50_000  # events looked at per call; the next call continues
 
 
-def purge(rt: Runtime, now: float | None = None) -> dict[str, int]:
+def purge(rt: Runtime, now: float | None = None, limit: int = SCAN_LIMIT) -> dict[str, int]:
+    """One slice of a pass over the events: at most `limit` looked at, the SCAN cursor kept in
+    Redis for the next call. The rest (dead letters, conflicts, fillers, audit) ends a pass."""
     now = now or clock.now()
     cfg = rt.settings.retention
     body_cutoff = now - cfg.event_body_days * 86400
-    bodies = looked = 0
-    for key in rt.redis.scan_iter(match=rt.store.keys.event("*"), count=1000):
-        looked += 1
-        if looked > SCAN_LIMIT:
+    cursor_key = f"{rt.settings.key_prefix}:retention:cursor"
+    cursor = int(rt.redis.get(cursor_key) or 0)
+    bodies = 0
+    count = max(1, min(1000, limit))
+    for _ in range(max(1, limit // count)):  # SCAN's work is per call, matches or not
+        cursor, keys = rt.redis.scan(cursor, match=rt.store.keys.event("*"), count=count)
+        pipe = rt.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(key, "state", "received_at", "body")
+        for key, (state, received, has_body) in zip(keys, pipe.execute(), strict=True):
+            if has_body is None or state not in FINAL or float(received or now) > body_cutoff:
+                continue
+            if _dead_letter_open(rt, key.decode().rsplit(":", 1)[-1]):
+                continue
+            event_id = key.decode().rsplit(":", 1)[-1]
+            rt.redis.hdel(key, "body", "normalised")
+            rt.redis.hset(key, "body_deleted_at", repr(now))
+            for delivery_id in rt.ledger.deliveries_for_event(event_id):
+                rt.redis.hdel(rt.ledger.delivery_key(delivery_id), "wire", "response", "override")
+            bodies += 1
+        if cursor == 0:
             break
-        state, received, has_body = rt.redis.hmget(key, "state", "received_at", "body")
-        if has_body is None or state not in FINAL or float(received or now) > body_cutoff:
-            continue
-        if _dead_letter_open(rt, key.decode().rsplit(":", 1)[-1]):
-            continue
-        event_id = key.decode().rsplit(":", 1)[-1]
-        rt.redis.hdel(key, "body", "normalised")
-        rt.redis.hset(key, "body_deleted_at", repr(now))
-        for delivery_id in rt.ledger.deliveries_for_event(event_id):
-            rt.redis.hdel(rt.ledger.delivery_key(delivery_id), "wire", "response", "override")
-        bodies += 1
+    if cursor:
+        rt.redis.set(cursor_key, cursor)
+        return {"event_bodies": bodies, "dead_letters": 0}
+    rt.redis.delete(cursor_key)
     letters = _purge_dead_letters(rt, now - cfg.closed_dead_letter_days * 86400)
     rt.conflicts.purge_ended(rt.settings.providers, now)
     echoes = EhrEchoLedger(rt.redis, rt.settings.key_prefix)

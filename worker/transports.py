@@ -27,7 +27,9 @@ def _fhir_profile(settings: Settings, target_name: str):
     return FhirProfile.from_settings(settings, target_name)
 
 
-_transports: dict[str, object] = {}
+# keyed by the target's settings, not its name: a process that builds another Runtime (tests,
+# `calehr map`) with a target of the same name on another port must not reach the first one
+_transports: dict[TargetSettings, object] = {}
 _transports_lock = threading.Lock()  # the threads pool: still one connection per target
 
 
@@ -37,20 +39,20 @@ def _transport(target: TargetSettings):
 
 
 def _transport_locked(target: TargetSettings):
-    if target.name not in _transports:
+    if target not in _transports:
         if target.kind == "mllp":
             from adapters.hl7v2 import MLLPClient
 
-            _transports[target.name] = MLLPClient(target)
+            _transports[target] = MLLPClient(target)
         elif target.kind == "file":
             from adapters.hl7v2 import FileDropTransport
 
-            _transports[target.name] = FileDropTransport(target)
+            _transports[target] = FileDropTransport(target)
         else:
             from adapters.fhir.client import FhirClient
 
-            _transports[target.name] = FhirClient(target)
-    return _transports[target.name]
+            _transports[target] = FhirClient(target)
+    return _transports[target]
 
 
 def build_wire(settings: Settings, target: TargetSettings, event: AppointmentEvent,

@@ -15,7 +15,7 @@ from deadletter.replay import replay
 from tests.support import base_env, config_text, fixture_bytes
 from tests.worker.helpers import dead_letters
 from worker import pipeline
-from worker.tasks import sweep
+from worker.sweep import sweep
 
 
 @pytest.fixture
