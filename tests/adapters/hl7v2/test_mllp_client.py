@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -203,7 +204,8 @@ class ScriptedPeer:
         self.reply, self.chunk = reply, chunk
         self.released = threading.Event()
         self.hold_open = hold_open  # keep the connection after the reply until close()
-        threading.Thread(target=self._run, daemon=True).start()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
 
     def _run(self) -> None:
         while True:
@@ -226,6 +228,11 @@ class ScriptedPeer:
 
     def close(self) -> None:
         self.released.set()
+        # close() alone leaves this thread in accept() on a file descriptor number that a later
+        # test's server may get: that server's requests were answered here. Wake it, then close.
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)
+        self.thread.join(10)
         self.server.close()
 
 
