@@ -17,7 +17,6 @@ or its filler id is one the bridge recorded — is never a busy block and never 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import uuid
@@ -69,6 +68,7 @@ class OwnAppointments:
         self.store = EventStore(client, cipher, p)
         self.deadletters = DeadLetterStore(client, cipher, p)
         self.audit = AuditLog(client, p)
+        self._unreleased: list[redis.lock.Lock] = []  # a failover kept us from releasing them
 
     @property
     def pending_key(self) -> str:
@@ -165,6 +165,9 @@ class OwnAppointments:
     def run_pending(self, now: float | None = None, limit: int = 100) -> int:
         """Make the queued changes in Cal.com. Returns how many were due."""
         now = clock.now() if now is None else now
+        held, self._unreleased = self._unreleased, []
+        for lock in held:  # else its appointment would wait for the lock to expire (120 s)
+            self._release(lock)
         due = self.r.zrangebyscore(self.pending_key, "-inf", now, start=0, num=limit)
         if not due:
             return 0
@@ -181,14 +184,21 @@ class OwnAppointments:
             self.r.zrem(self.pending_key, change_id)
             return
         lock = self.r.lock(f"{self.p}:lock:ehr-change-appt:{loaded[0].appointment_key}",
-                           timeout=120, blocking=False)
+                           timeout=120, blocking=False, thread_local=False)
         if not lock.acquire():
             return
         try:
             self._apply_locked(api, change_id, clock.now() if now is None else now)
         finally:
-            with contextlib.suppress(redis.exceptions.LockError):  # expired: nothing to release
-                lock.release()
+            self._release(lock)
+
+    def _release(self, lock: redis.lock.Lock) -> None:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:  # expired: nothing to release
+            pass
+        except redis.RedisError:  # Redis away (a failover): released on the next run
+            self._unreleased.append(lock)
 
     def _apply_locked(self, api: BookingActions, change_id: str, now: float) -> None:
         loaded = self._load(change_id)  # read again under the lock

@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 
 from adapters.calcom.actions import BookingActions
 from core import clock
@@ -246,3 +247,28 @@ def test_a_change_whose_record_after_the_post_is_lost_in_a_failover_is_not_poste
     if action == "reschedule":
         (moved,) = [b for b in calcom.bookings.values() if b.get("rescheduledFromUid") == "BK1"]
         assert service._latest_uid("K1", "BK1") == moved["uid"]
+
+
+def test_a_lock_a_failover_kept_from_release_is_released_on_the_next_run(
+        tmp_path, rclient, calcom, monkeypatch):
+    """Redis went away as a change ended: its appointment lock (120 s) must not hold the
+    appointment's next change back until it expires."""
+    from redis.lock import Lock
+
+    calcom.put(api_booking("BK1", "2031-03-01T09:00:00.000Z", "2031-03-01T09:30:00.000Z",
+                           "2031-01-01T00:00:00.000Z"))
+    service = own(tmp_path, rclient, calcom)
+    first = queue(service, "no_show")
+    release = Lock.release
+
+    def connection_lost(self):  # noqa: ANN001, ANN202
+        raise redis.ConnectionError("the master went away")
+
+    monkeypatch.setattr(Lock, "release", connection_lost)
+    assert service.run_pending() == 1 and service.get(first.id).state == "applied"
+    assert rclient.keys("calehr:lock:ehr-change-appt:*")  # still held
+    monkeypatch.setattr(Lock, "release", release)
+    second = queue(service, "cancel")
+    assert service.run_pending() == 1  # released first, so the next change goes at once
+    assert service.get(second.id).state == "applied"
+    assert [p["path"].rsplit("/", 1)[1] for p in calcom.posts()] == ["mark-absent", "cancel"]
