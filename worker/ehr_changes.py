@@ -68,7 +68,8 @@ class OwnAppointments:
         self.store = EventStore(client, cipher, p)
         self.deadletters = DeadLetterStore(client, cipher, p)
         self.audit = AuditLog(client, p)
-        self._unreleased: list[redis.lock.Lock] = []  # a failover kept us from releasing them
+        # (lock, token) a failover kept us from releasing; release() forgets the token first
+        self._unreleased: list[tuple[redis.lock.Lock, bytes]] = []
 
     @property
     def pending_key(self) -> str:
@@ -166,8 +167,8 @@ class OwnAppointments:
         """Make the queued changes in Cal.com. Returns how many were due."""
         now = clock.now() if now is None else now
         held, self._unreleased = self._unreleased, []
-        for lock in held:  # else its appointment would wait for the lock to expire (120 s)
-            self._release(lock)
+        for lock, token in held:  # else its appointment waits for the lock to expire (120 s)
+            self._release(lock, token)
         due = self.r.zrangebyscore(self.pending_key, "-inf", now, start=0, num=limit)
         if not due:
             return 0
@@ -187,18 +188,19 @@ class OwnAppointments:
                            timeout=120, blocking=False, thread_local=False)
         if not lock.acquire():
             return
+        token = lock.local.token
         try:
             self._apply_locked(api, change_id, clock.now() if now is None else now)
         finally:
-            self._release(lock)
+            self._release(lock, token)
 
-    def _release(self, lock: redis.lock.Lock) -> None:
+    def _release(self, lock: redis.lock.Lock, token: bytes) -> None:
         try:
-            lock.release()
+            lock.do_release(token)
         except redis.exceptions.LockError:  # expired: nothing to release
             pass
         except redis.RedisError:  # Redis away (a failover): released on the next run
-            self._unreleased.append(lock)
+            self._unreleased.append((lock, token))
 
     def _apply_locked(self, api: BookingActions, change_id: str, now: float) -> None:
         loaded = self._load(change_id)  # read again under the lock

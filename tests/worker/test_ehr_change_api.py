@@ -259,15 +259,15 @@ def test_a_lock_a_failover_kept_from_release_is_released_on_the_next_run(
                            "2031-01-01T00:00:00.000Z"))
     service = own(tmp_path, rclient, calcom)
     first = queue(service, "no_show")
-    release = Lock.release
+    release = Lock.do_release
 
-    def connection_lost(self):  # noqa: ANN001, ANN202
+    def connection_lost(self, token):  # noqa: ANN001, ANN202
         raise redis.ConnectionError("the master went away")
 
-    monkeypatch.setattr(Lock, "release", connection_lost)
+    monkeypatch.setattr(Lock, "do_release", connection_lost)
     assert service.run_pending() == 1 and service.get(first.id).state == "applied"
     assert rclient.keys("calehr:lock:ehr-change-appt:*")  # still held
-    monkeypatch.setattr(Lock, "release", release)
+    monkeypatch.setattr(Lock, "do_release", release)
     second = queue(service, "cancel")
     assert service.run_pending() == 1  # released first, so the next change goes at once
     assert service.get(second.id).state == "applied"
