@@ -1,12 +1,16 @@
 """`python -m bench.failover`: kill -9 the Redis master mid-run; Sentinel promotes the replica.
 
-Real processes, the layout of compose's `ha` profile: a redis-server master and replica, three
-redis-sentinel (down-after 1 s), two gunicorn webs, two Celery workers, beat and the MLLP EHR
-simulator, all on a `sentinel://` REDIS_URL. Webhooks go to both webs while the master dies;
-the old master comes back and Sentinel makes it a replica. Checked at the EHR as bench/chaos.py
-does (every change once by MSH-10, in order per appointment, nothing lost). Prints one JSON
-line: events, kill time, seconds to promotion, seconds without delivery, lost, duplicated,
-out of order. `--confirm` turns on `[redis] replicas_to_confirm = 1` (Redis WAIT).
+Real processes, the roles of compose's `ha` profile: a redis-server master and two replicas,
+three redis-sentinel (down-after 2 s), two gunicorn webs, two Celery workers, beat, `calehr
+mllp`, the MLLP EHR simulator and the local fake of Cal.com's API v2, all on a `sentinel://`
+REDIS_URL. Webhooks go to both webs while the master dies; the old master comes back and
+Sentinel makes it a replica. Checked at the EHR as bench/chaos.py does (every change once by
+MSH-10, in order per appointment, nothing lost). The other way, the EHR's own appointments
+become busy blocks in the ICS feed, and the EHR moves and cancels bookings that came from
+Cal.com (bench/failover_calcom.py): each change it got an AA for is POSTed to the fake Cal.com
+once, in order. Prints one JSON line: events, kill time, seconds to promotion, seconds without
+delivery, lost, duplicated, out of order, both directions. `--confirm` turns on
+`[redis] replicas_to_confirm = 1` (Redis WAIT).
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import redis
 
 from bench.chaos import ChaosRun, Figures
 from bench.chaos_plan import make_plan
+from bench.failover_calcom import CalcomChanges, CalcomFigures
 from bench.sentinel_set import SentinelSet
 from core.redis_client import redis_for_url
 from tests.factories import sim_messages
@@ -48,18 +53,24 @@ class FailoverFigures:
     ehr_blocks_expected: int = 0
     ehr_blocks_lost: int = 0
     ehr_blocks_extra: int = 0  # a cancelled one still there, or one twice
+    # reverse direction: the EHR moves/cancels bookings that came from Cal.com → Cal.com's API
+    calcom: CalcomFigures = field(default_factory=CalcomFigures)
 
 
 class FailoverRun(ChaosRun):
     def __init__(self, seed: int, appointments: int, *, confirm: bool, kill_at: float,
-                 post_seconds: float, bound: float, keep: bool = False) -> None:
+                 post_seconds: float, bound: float, keep: bool = False,
+                 calcom_bookings: int = 3) -> None:
         plan = make_plan(seed, appointments, post_seconds)
+        self.calcom = CalcomChanges(calcom_bookings)
+        plan.posts.extend(self.calcom.webhooks)  # checked at the EHR like the others
+        plan.changes.extend(self.calcom.webhooks)
         super().__init__(plan, workers=2, bound=bound, faults={}, keep=keep,
                          chaos_seconds=post_seconds)
         self.redis = SentinelSet(self.tmp / "redis", min_replicas_to_write=1 if confirm else 0)
         self.config_extra = CONFIRM if confirm else ""
         self.kill_at = kill_at
-        self.ha = FailoverFigures(confirm=confirm)
+        self.ha = FailoverFigures(confirm=confirm, calcom=self.calcom.fig)
         self.killed_wall = 0.0
 
     def ehr_traffic(self, seconds: float) -> None:
@@ -84,17 +95,28 @@ class FailoverRun(ChaosRun):
             time.sleep(gap)
 
     def _until_aa(self, msg: bytes) -> None:
+        resends = self._send_until_aa(msg)
+        self.ha.ehr_resends += max(0, resends)
+
+    def _send_until_aa(self, msg: bytes) -> int:
+        """How often `msg` was sent again before an AA; -1 (and a problem) if none came."""
         from tests.adapters.hl7v2.listener import exchange, msa
 
-        for _ in range(600):  # bounded: 600 tries, at most ~2 min
+        for resends in range(600):  # bounded: 600 tries, at most ~2 min
             try:
                 if msa(exchange(self.mllp_port, msg)[0])[1] == "AA":
-                    return
+                    return resends
             except (OSError, TimeoutError, StopIteration):
                 pass
-            self.ha.ehr_resends += 1
             time.sleep(0.2)
         self.fig.problems.append("an EHR message was never answered AA")
+        return -1
+
+    def run(self) -> Figures:
+        try:
+            return super().run()
+        finally:
+            self.calcom.close()
 
     def check_feed(self, base: str) -> None:
         from tests.adapters.hl7v2.listener import feed
@@ -158,19 +180,27 @@ class FailoverRun(ChaosRun):
         self.mllp_port = int(found.group(1))
         for proc in self.workers:  # traffic flows before the kill
             wait_for(lambda p=proc: "ready." in p.output(), 60, 0.1, f"{proc.name} to be ready")
+        for change in self.calcom.webhooks:  # bookings made in Cal.com, at the EHR first
+            self.post(change, bases[0])
+        placers = self.calcom.placers(self.ehr_out, 60)
         ehr = threading.Thread(target=self.ehr_traffic, args=(self.chaos_seconds,), daemon=True)
         ehr.start()
+        changes = threading.Thread(target=self.calcom.run, daemon=True,
+                                   args=(placers, self.chaos_seconds, self._send_until_aa))
+        changes.start()
         stop = threading.Event()
         begin = time.monotonic()
         chaos = threading.Thread(target=self.chaos, args=(begin, stop), daemon=True)
         chaos.start()
-        gap = self.chaos_seconds / max(1, len(self.plan.posts))
+        posts = [c for c in self.plan.posts if c not in self.calcom.webhooks]
+        gap = self.chaos_seconds / max(1, len(posts))
         with ThreadPoolExecutor(8) as pool:
-            for i, change in enumerate(self.plan.posts):
+            for i, change in enumerate(posts):
                 pool.submit(self.post, change, bases[i % 2])
                 time.sleep(gap)
         chaos.join()
         ehr.join(180)
+        changes.join(180)
         client = redis_for_url(self.redis.url)
         try:
             deadline = started + self.bound
@@ -183,6 +213,7 @@ class FailoverRun(ChaosRun):
             self._check(client)
             self._gap()
             self.check_feed(bases[0])
+            self.calcom.check(self.fig.problems, 60)
         finally:
             stop.set()
             client.close()
@@ -191,7 +222,8 @@ class FailoverRun(ChaosRun):
         from bench.chaos import DELIVERY
         from tests.support import mllp_config
 
-        return mllp_config(self.outbox, self.ehr_port, delivery=DELIVERY) + self.config_extra
+        return self.calcom.config(mllp_config(self.outbox, self.ehr_port, delivery=DELIVERY)) \
+            + self.config_extra
 
     def _gap(self) -> None:
         """The longest time the EHR got nothing, among the gaps that touch the kill."""
@@ -208,20 +240,22 @@ class FailoverRun(ChaosRun):
 
 def run_failover(seed: int = 1, appointments: int = 10, *, confirm: bool = False,
                  kill_at: float = 3.0, post_seconds: float = 8.0, bound: float = 120.0,
-                 keep: bool = False) -> tuple[Figures, FailoverFigures]:
+                 keep: bool = False, calcom_bookings: int = 3) -> tuple[Figures, FailoverFigures]:
     run = FailoverRun(seed, appointments, confirm=confirm, kill_at=kill_at,
-                      post_seconds=post_seconds, bound=bound, keep=keep)
+                      post_seconds=post_seconds, bound=bound, keep=keep,
+                      calcom_bookings=calcom_bookings)
     fig = run.run()
     return fig, run.ha
 
 
 def summary(fig: Figures, ha: FailoverFigures) -> dict:
-    forward = {k: v for k, v in asdict(ha).items() if not k.startswith("ehr_")}
+    forward = {k: v for k, v in asdict(ha).items() if not k.startswith("ehr_") and k != "calcom"}
     return {"ok": fig.ok, "events": fig.events, "posts": fig.posts, **forward,
             "delivered": fig.delivered, "expected": fig.expected, "lost": fig.missing,
             "resent_same_msh10": fig.duplicates_by_msh10,
             "duplicated_changes": fig.changes_under_two_msh10, "out_of_order": fig.out_of_order,
             "ehr_to_calcom": {k: v for k, v in asdict(ha).items() if k.startswith("ehr_")},
+            "ehr_changes_at_calcom_api": asdict(ha.calcom),
             "spooled": fig.spooled, "dead_letters": fig.dead_letters, "seconds": fig.seconds,
             "problems": fig.problems}
 
@@ -234,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--post-seconds", type=float, default=15.0, help="webhooks spread over this")
     p.add_argument("--kill-at", type=float, default=5.0, help="seconds after the first post")
     p.add_argument("--confirm", action="store_true", help="[redis] replicas_to_confirm = 1")
+    p.add_argument("--calcom-bookings", type=int, default=5,
+                   help="Cal.com bookings the EHR moves twice and cancels during the run")
     p.add_argument("--bound", type=float, default=180.0)
     p.add_argument("--keep", action="store_true")
     args = p.parse_args(argv)
@@ -241,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in range(1, args.seeds + 1):
         fig, ha = run_failover(seed, args.appointments, confirm=args.confirm,
                                kill_at=args.kill_at, post_seconds=args.post_seconds,
-                               bound=args.bound, keep=args.keep)
+                               bound=args.bound, keep=args.keep,
+                               calcom_bookings=args.calcom_bookings)
         print(json.dumps({"seed": seed, **summary(fig, ha)}), flush=True)
         failed += not fig.ok
     return 1 if failed else 0

@@ -1,6 +1,10 @@
-"""A Redis master, a replica and three Sentinels as local processes (Debian's redis-server and
-redis-sentinel), with short timeouts so a failover takes a few seconds. Used by the failover
-test and `python -m bench.failover`; the same layout as compose's `ha` profile."""
+"""A Redis master, two replicas and three Sentinels as local processes (Debian's redis-server
+and redis-sentinel), with short timeouts so a failover takes a few seconds. Used by the failover
+test and `python -m bench.failover`; compose's `ha` profile has the same roles.
+
+Two replicas: with `replicas_to_confirm = 1` the surviving replica confirms writes as soon as
+Sentinel has pointed it at the promoted one; with one replica nothing can be acknowledged until
+the old master is back as a replica (seconds to minutes on a loaded host)."""
 
 from __future__ import annotations
 
@@ -17,10 +21,11 @@ MASTER_NAME = "calehr"
 
 
 class SentinelSet:
-    def __init__(self, data_dir: Path, *, min_replicas_to_write: int = 0,
-                 down_after_ms: int = 1000, failover_timeout_ms: int = 3000) -> None:
+    def __init__(self, data_dir: Path, *, min_replicas_to_write: int = 0, replicas: int = 2,
+                 down_after_ms: int = 2000, failover_timeout_ms: int = 3000) -> None:
         self.dir = Path(data_dir)
-        self.ports = [free_port(), free_port()]  # [0] starts as master, [1] as its replica
+        # [0] starts as master, the others as its replicas
+        self.ports = [free_port() for _ in range(1 + replicas)]
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.min_replicas = min_replicas_to_write
         self.down_after_ms = down_after_ms
@@ -35,7 +40,8 @@ class SentinelSet:
 
     def start(self) -> None:
         self.start_node(self.ports[0])
-        self.start_node(self.ports[1], replica_of=self.ports[0])
+        for port in self.ports[1:]:
+            self.start_node(port, replica_of=self.ports[0])
         for i, port in enumerate(self.sentinel_ports):
             conf = self.dir / f"sentinel-{i}.conf"  # Sentinel rewrites its file: one each
             conf.write_text(
@@ -48,7 +54,7 @@ class SentinelSet:
             self.sentinels.append(subprocess.Popen(
                 ["redis-sentinel", str(conf)], stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, start_new_session=True, env=server_env()))
-        self.wait_replicated(self.ports[0], 20.0)
+        self.wait_replicated(self.ports[0], 20.0, len(self.ports) - 1)
         for port in self.sentinel_ports:
             _wait(lambda p=port: self._sentinel_knows_replica(p), 20.0, "sentinels to see the replica")
 
@@ -95,15 +101,15 @@ class SentinelSet:
 
         return _wait(promoted, timeout, "a replica to be promoted")
 
-    def wait_replicated(self, master: int, timeout: float = 30.0) -> None:
+    def wait_replicated(self, master: int, timeout: float = 30.0, replicas: int = 1) -> None:
         client = redis.Redis(port=master, socket_timeout=2)
 
-        def linked() -> bool:  # a write the replica confirms (WAIT), not only "online"
+        def linked() -> bool:  # a write the replicas confirm (WAIT), not only "online"
             with contextlib.suppress(redis.RedisError):
                 pipe = client.pipeline(transaction=False)
                 pipe.incr("sentinel-set:probe")
-                pipe.execute_command("WAIT", 1, 200)
-                return pipe.execute()[1] >= 1
+                pipe.execute_command("WAIT", replicas, 200)
+                return pipe.execute()[1] >= replicas
             return False
 
         _wait(linked, timeout, f"a replica of {master} to be online")
@@ -111,7 +117,8 @@ class SentinelSet:
     def _sentinel_knows_replica(self, port: int) -> bool:
         with contextlib.suppress(redis.RedisError):
             client = redis.Redis(port=port, socket_timeout=1)
-            return bool(client.execute_command("SENTINEL", "replicas", MASTER_NAME))
+            known = client.execute_command("SENTINEL", "replicas", MASTER_NAME)
+            return len(known or []) >= len(self.ports) - 1
         return False
 
     def stop(self) -> None:

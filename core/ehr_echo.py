@@ -125,14 +125,18 @@ class EhrEchoLedger:
         pipe.expire(h + ":sent", TTL_SECONDS)
         pipe.execute()
 
-    def reported(self, key: str, target: str, state: str) -> None:
-        """The EHR changed the appointment itself: what we sent before is no echo any more."""
+    def reported(self, key: str, target: str, state: str,
+                 pipe: redis.client.Pipeline | None = None) -> None:
+        """The EHR changed the appointment itself: what we sent before is no echo any more.
+        With `pipe`, the writes join the caller's MULTI (the caller executes it)."""
         h = self._key(key, target)
-        pipe = self.r.pipeline(transaction=True)
+        own = pipe is None
+        pipe = self.r.pipeline(transaction=True) if pipe is None else pipe
         pipe.hset(h, mapping={"state": state, "said_by": "ehr"})
         pipe.delete(h + ":sent")
         pipe.expire(h, TTL_SECONDS)
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def made_in_calcom(self, key: str, target: str, state: str, booking_uid: str) -> None:
         """The bridge made the EHR's `state` in Cal.com as booking `booking_uid`: Cal.com's

@@ -39,8 +39,10 @@ def test_ha_profile_runs_master_replica_three_sentinels_two_webs_two_workers_and
     sentinels = [n for n, s in ha.items() if "redis-sentinel" in " ".join(s.get("command", []))]
     assert len(sentinels) == 3
     master, replica = " ".join(ha["redis-master"]["command"]), " ".join(ha["redis-replica"]["command"])
+    replica_2 = " ".join(ha["redis-replica-2"]["command"])  # WAIT 1 met right after a promotion
     assert "--replicaof redis-master 6379" in replica and "--replicaof" not in master
-    for cmd in (master, replica):
+    assert "--replicaof redis-master 6379" in replica_2
+    for cmd in (master, replica, replica_2):
         assert "--appendonly yes" in cmd and "--maxmemory-policy noeviction" in cmd
         assert "--min-replicas-to-write 1" in cmd
     monitor = " ".join(ha[sentinels[0]]["command"])

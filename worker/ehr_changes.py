@@ -17,7 +17,6 @@ or its filler id is one the bridge recorded — is never a busy block and never 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import uuid
@@ -38,6 +37,7 @@ from core.errors import PayloadError
 from core.interfaces import EhrReport
 from core.ledger import Ledger
 from core.models import AppointmentEvent
+from core.replication import confirm
 from core.store import EventStore
 from worker.ehr_change_rules import (
     CANCELLED_STATUSES,
@@ -68,6 +68,8 @@ class OwnAppointments:
         self.store = EventStore(client, cipher, p)
         self.deadletters = DeadLetterStore(client, cipher, p)
         self.audit = AuditLog(client, p)
+        # (lock, token) a failover kept us from releasing; release() forgets the token first
+        self._unreleased: list[tuple[redis.lock.Lock, bytes]] = []
 
     @property
     def pending_key(self) -> str:
@@ -128,25 +130,31 @@ class OwnAppointments:
                                 "one, so this may be a late echo of that message rather than a "
                                 "change; check the EHR before changing Cal.com")
             return "own:action_needed"
-        self.echoes.reported(key, target.name, state)
+        # "the EHR has this state" is written with what acts on it (after it, or in one MULTI):
+        # a failover that keeps only a prefix of these writes must not turn the EHR's resend
+        # into an echo of a change that was lost
         if action is None:  # an S14 carrying other times than Cal.com's
             self._action_needed(change, "ehr_times_differ",
                                 "the EHR sent other times in a modification (S14), which the "
                                 "bridge does not apply to Cal.com by itself")
+            self.echoes.reported(key, target.name, state)
             return "own:action_needed"
         if not self.settings.calcom.api_key:
             self._action_needed(change, "no_api_key",
                                 "the bridge has no Cal.com API key (calcom.api_key)")
+            self.echoes.reported(key, target.name, state)
             return "own:action_needed"
-        self._queue(change)
+        self._queue(change, state)
         log.info("EHR change queued for Cal.com", extra={**ctx, "outcome": action})
         return f"own:{action}_queued"
 
-    def _queue(self, change: EhrChange) -> None:
-        """Due now, and behind the appointment's earlier changes: they go to Cal.com in order."""
+    def _queue(self, change: EhrChange, state: str) -> None:
+        """Due now, and behind the appointment's earlier changes: they go to Cal.com in order.
+        The EHR's `state` is recorded in the same MULTI (replicated whole or not at all)."""
         order = self.r.incr(f"{self.p}:ehr-changes:counter")
         queue = self._appt_queue(change.appointment_key)
         pipe = self.r.pipeline(transaction=True)
+        self.echoes.reported(change.appointment_key, change.target, state, pipe)
         pipe.zadd(queue, {change.id: order})
         pipe.expire(queue, CHANGE_TTL_SECONDS)
         pipe.zadd(self.pending_key, {change.id: clock.now()})
@@ -158,6 +166,9 @@ class OwnAppointments:
     def run_pending(self, now: float | None = None, limit: int = 100) -> int:
         """Make the queued changes in Cal.com. Returns how many were due."""
         now = clock.now() if now is None else now
+        held, self._unreleased = self._unreleased, []
+        for lock, token in held:  # else its appointment waits for the lock to expire (120 s)
+            self._release(lock, token)
         due = self.r.zrangebyscore(self.pending_key, "-inf", now, start=0, num=limit)
         if not due:
             return 0
@@ -174,14 +185,22 @@ class OwnAppointments:
             self.r.zrem(self.pending_key, change_id)
             return
         lock = self.r.lock(f"{self.p}:lock:ehr-change-appt:{loaded[0].appointment_key}",
-                           timeout=120, blocking=False)
+                           timeout=120, blocking=False, thread_local=False)
         if not lock.acquire():
             return
+        token = lock.local.token
         try:
             self._apply_locked(api, change_id, clock.now() if now is None else now)
         finally:
-            with contextlib.suppress(redis.exceptions.LockError):  # expired: nothing to release
-                lock.release()
+            self._release(lock, token)
+
+    def _release(self, lock: redis.lock.Lock, token: bytes) -> None:
+        try:
+            lock.do_release(token)
+        except redis.exceptions.LockError:  # expired: nothing to release
+            pass
+        except redis.RedisError:  # Redis away (a failover): released on the next run
+            self._unreleased.append((lock, token))
 
     def _apply_locked(self, api: BookingActions, change_id: str, now: float) -> None:
         loaded = self._load(change_id)  # read again under the lock
@@ -193,9 +212,15 @@ class OwnAppointments:
             return  # an earlier change of this appointment goes first
         ctx = {"appointment_key": change.appointment_key, "target": change.target,
                "origin": change.origin}
-        change.booking_uid = self._latest_uid(change.appointment_key, change.booking_uid)
         retry = change.attempts > 0
+        if not retry:  # a retry asks about the booking its first try was sent to
+            change.booking_uid = self._latest_uid(change.appointment_key, change.booking_uid)
         change.attempts += 1
+        # the try is recorded (and on a replica) before Cal.com is asked: after a failover that
+        # loses what followed the POST, the change is a retry that asks Cal.com first, and
+        # is not POSTed twice. Not confirmed: no POST; the change stays due (a RedisError).
+        self._update(change)
+        confirm(self.r, self.settings.redis, self.p)
         try:
             made = self._already_made(api, change, email) if retry else None
             if made is not None:

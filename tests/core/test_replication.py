@@ -30,7 +30,7 @@ CONFIRM = "\n[redis]\nreplicas_to_confirm = 1\nreplica_wait_ms = 300\n"
 
 class Pair:
     def __init__(self, tmp: Path) -> None:
-        self.set = SentinelSet(tmp)
+        self.set = SentinelSet(tmp, replicas=1)
         self.master, self.replica_port = self.set.ports
         self.set.start_node(self.master)
         self.set.start_node(self.replica_port, replica_of=self.master)

@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 
 from adapters.calcom.actions import BookingActions
 from core import clock
@@ -216,3 +217,58 @@ def test_a_timeout_on_a_change_cal_com_made_is_no_failure(tmp_path, rclient, cal
     if action == "reschedule":  # the new booking is where the appointment's next change goes
         (moved,) = [b for b in calcom.bookings.values() if b.get("rescheduledFromUid") == "BK1"]
         assert service._latest_uid("K1", "BK1") == moved["uid"]
+
+
+@pytest.mark.parametrize("action", ["cancel", "reschedule"])
+def test_a_change_whose_record_after_the_post_is_lost_in_a_failover_is_not_posted_again(
+        tmp_path, rclient, calcom, action):
+    """A failover can keep what Redis had when the POST went out and lose what was written after
+    it (applied, done; for a move the new uid may survive): the next runner asks Cal.com first."""
+    calcom.put(api_booking("BK1", "2031-03-01T09:00:00.000Z", "2031-03-01T09:30:00.000Z",
+                           "2031-01-01T00:00:00.000Z"))
+    service = own(tmp_path, rclient, calcom)
+    change = queue(service, action)
+    record = service._change_key(change.id)
+    at_post: dict[str, bytes] = {}
+    act = calcom.act
+
+    def snapshot_then_act(*args):  # what a replica holds when Cal.com gets the POST
+        at_post["change"] = rclient.hget(record, "change")
+        return act(*args)
+
+    calcom.act = snapshot_then_act
+    assert service.run_pending() == 1 and service.get(change.id).state == "applied"
+    # the promoted replica: the change as it was at the POST, due again
+    rclient.hset(record, "change", at_post["change"])
+    rclient.zadd(service.pending_key, {change.id: time.time()})
+    assert service.run_pending(now=clock.now() + 3600) == 1
+    assert service.get(change.id).state == "applied"
+    assert len(calcom.posts()) == 1 and dead_letters(rclient) == []
+    if action == "reschedule":
+        (moved,) = [b for b in calcom.bookings.values() if b.get("rescheduledFromUid") == "BK1"]
+        assert service._latest_uid("K1", "BK1") == moved["uid"]
+
+
+def test_a_lock_a_failover_kept_from_release_is_released_on_the_next_run(
+        tmp_path, rclient, calcom, monkeypatch):
+    """Redis went away as a change ended: its appointment lock (120 s) must not hold the
+    appointment's next change back until it expires."""
+    from redis.lock import Lock
+
+    calcom.put(api_booking("BK1", "2031-03-01T09:00:00.000Z", "2031-03-01T09:30:00.000Z",
+                           "2031-01-01T00:00:00.000Z"))
+    service = own(tmp_path, rclient, calcom)
+    first = queue(service, "no_show")
+    release = Lock.do_release
+
+    def connection_lost(self, token):  # noqa: ANN001, ANN202
+        raise redis.ConnectionError("the master went away")
+
+    monkeypatch.setattr(Lock, "do_release", connection_lost)
+    assert service.run_pending() == 1 and service.get(first.id).state == "applied"
+    assert rclient.keys("calehr:lock:ehr-change-appt:*")  # still held
+    monkeypatch.setattr(Lock, "do_release", release)
+    second = queue(service, "cancel")
+    assert service.run_pending() == 1  # released first, so the next change goes at once
+    assert service.get(second.id).state == "applied"
+    assert [p["path"].rsplit("/", 1)[1] for p in calcom.posts()] == ["mark-absent", "cancel"]

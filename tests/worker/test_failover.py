@@ -1,7 +1,10 @@
 """kill -9 of the Redis master mid-run with real processes on a sentinel:// REDIS_URL
 (bench/failover.py; the longer run is `python -m bench.failover`). One quick run in CI, with
 `[redis] replicas_to_confirm = 1`: every acknowledged webhook reaches the EHR once, in order, and
-every EHR message answered AA over MLLP is a busy block in the ICS feed Cal.com reads."""
+every EHR message answered AA over MLLP is a busy block in the ICS feed Cal.com reads, and every
+change the EHR made to a booking from Cal.com (S13 moves, S15 cancel; answered AA) is POSTed to
+the fake Cal.com API once, in order, across the kill. Two replicas: the surviving one confirms
+writes right after the promotion."""
 
 from __future__ import annotations
 
@@ -27,3 +30,7 @@ def test_master_killed_mid_run_replica_promoted_nothing_lost_or_doubled(capsys):
     # the other direction: every EHR message answered AA is a block in Cal.com's feed, once
     assert ha.ehr_messages > 0 and ha.ehr_blocks_expected > 0
     assert ha.ehr_blocks_lost == 0 and ha.ehr_blocks_extra == 0
+    # the EHR's changes to bookings from Cal.com: each AA'd one POSTed once, in order
+    changes = ha.calcom
+    assert changes.changes_acked == 9 and changes.posts == 9
+    assert changes.lost == changes.duplicated == changes.out_of_order == changes.stray == 0
