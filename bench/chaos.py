@@ -244,14 +244,7 @@ class ChaosRun:
         chaos.join()
         client = redis_for_url(self.redis.url)  # a sentinel:// set too (bench/failover.py)
         try:
-            deadline = started + self.bound
-            while time.monotonic() < deadline:
-                self.keep_workers_up()
-                with contextlib.suppress(redis.RedisError):
-                    if self._settled(client):
-                        break
-                time.sleep(0.25)
-            self._check(client)
+            self._settle_and_check(client, started)
         finally:
             stop.set()
             client.close()
@@ -272,6 +265,17 @@ class ChaosRun:
             pipe.hmget(f"calehr:event:{event_id}", "state", "reason")
         return {e: ((s or b"").decode(), (r or b"").decode())
                 for e, (s, r) in zip(ids, pipe.execute(), strict=True)}
+
+    def _settle_and_check(self, client: redis.Redis, started: float) -> None:
+        """Wait (bounded by the run's bound) until everything is final, then count."""
+        deadline = started + self.bound
+        while time.monotonic() < deadline:
+            self.keep_workers_up()
+            with contextlib.suppress(redis.RedisError):
+                if self._settled(client):
+                    break
+            time.sleep(0.25)
+        self._check(client)
 
     def _settled(self, client: redis.Redis) -> bool:
         ids = self._event_ids(client)

@@ -16,7 +16,6 @@ delivery, lost, duplicated, out of order, both directions. `--confirm` turns on
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import re
 import sys
@@ -24,8 +23,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-
-import redis
 
 from bench.chaos import ChaosRun, Figures
 from bench.chaos_plan import make_plan
@@ -203,14 +200,7 @@ class FailoverRun(ChaosRun):
         changes.join(180)
         client = redis_for_url(self.redis.url)
         try:
-            deadline = started + self.bound
-            while time.monotonic() < deadline:
-                self.keep_workers_up()
-                with contextlib.suppress(redis.RedisError):
-                    if self._settled(client):
-                        break
-                time.sleep(0.25)
-            self._check(client)
+            self._settle_and_check(client, started)
             self._gap()
             self.check_feed(bases[0])
             self.calcom.check(self.fig.problems, 60)

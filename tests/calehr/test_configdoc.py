@@ -31,8 +31,8 @@ def validator() -> jsonschema.Draft202012Validator:
 def test_schema_accepts_the_example_the_generated_and_the_test_configs(tmp_path: Path):
     check = validator()
     for text in (EXAMPLE, fresh_config_text(EXAMPLE), config_text(tmp_path)):
-        Settings.from_toml(text, {})  # the parser accepts them too
-        check.validate(tomllib.loads(text))
+        assert Settings.from_toml(text, {}).targets  # the parser accepts them too
+        assert [e.message for e in check.iter_errors(tomllib.loads(text))] == []
 
 
 @pytest.mark.parametrize(("change", "where"), [
