@@ -137,35 +137,34 @@ def run_phase(st: BenchStack, base: str, bodies: list[bytes], rate: float | None
 def end_to_end(workers: int, burst: int, rates: list[float], rate_seconds: float,
                timeout: float) -> tuple[list[dict], dict]:
     """Bookings/s (a burst, closed loop) and latency at fixed offered rates, webhook to ACK."""
-    out = []
     with BenchStack(f"e2e-{workers}") as st:
         st.ehr_sim()
         base = st.web(2)
         st.workers(workers)
         st.beat()
-        run_phase(st, base, [booking(i, "w") for i in range(50)], None, timeout)  # warm-up
-        res = run_phase(st, base, [booking(i, "T") for i in range(burst)], None, timeout)
-        out.append({"figure": "e2e_throughput", "workers": workers, **res})
-        for tag, rate in zip("LMNOP", rates, strict=False):
-            bodies = [booking(i, tag) for i in range(int(rate * rate_seconds))]
-            res = run_phase(st, base, bodies, rate, timeout)
-            out.append({"figure": "e2e_latency", "workers": workers, "offered_per_s": rate, **res})
+        out = _phases(st, base, "e2e", workers, burst, rates, rate_seconds, timeout)
     return out, st.memory.figures()
 
 
 def bare_end_to_end(workers: int, burst: int, rates: list[float], rate_seconds: float,
                     timeout: float) -> tuple[list[dict], dict]:
     """The same phases on the bare pipeline (bench/bare.py): what no guarantees would cost."""
-    out = []
     with BenchStack(f"bare-{workers}") as st:
         st.ehr_sim()
         base = st.bare(workers)
-        run_phase(st, base, [booking(i, "w") for i in range(50)], None, timeout)  # warm-up
-        res = run_phase(st, base, [booking(i, "T") for i in range(burst)], None, timeout)
-        out.append({"figure": "bare_throughput", "workers": workers, **res})
-        for tag, rate in zip("LMNOP", rates, strict=False):
-            bodies = [booking(i, tag) for i in range(int(rate * rate_seconds))]
-            res = run_phase(st, base, bodies, rate, timeout)
-            out.append({"figure": "bare_latency", "workers": workers, "offered_per_s": rate, **res})
+        out = _phases(st, base, "bare", workers, burst, rates, rate_seconds, timeout)
     return out, st.memory.figures()
+
+
+def _phases(st: BenchStack, base: str, name: str, workers: int, burst: int, rates: list[float],
+            rate_seconds: float, timeout: float) -> list[dict]:
+    """Warm-up, the burst (`<name>_throughput`), then each offered rate (`<name>_latency`)."""
+    run_phase(st, base, [booking(i, "w") for i in range(50)], None, timeout)  # warm-up
+    res = run_phase(st, base, [booking(i, "T") for i in range(burst)], None, timeout)
+    out = [{"figure": f"{name}_throughput", "workers": workers, **res}]
+    for tag, rate in zip("LMNOP", rates, strict=False):
+        bodies = [booking(i, tag) for i in range(int(rate * rate_seconds))]
+        res = run_phase(st, base, bodies, rate, timeout)
+        out.append({"figure": f"{name}_latency", "workers": workers, "offered_per_s": rate, **res})
+    return out
 
