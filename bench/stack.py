@@ -107,12 +107,7 @@ class BenchStack:
     def workers(self, processes: int) -> Proc:
         """One Celery worker with a pool of `processes` (children or threads)."""
         proc = self._start("worker", [*worker_cmd(processes, "bench"), "--pool", self.pool])
-        wait_for(lambda: "ready." in proc.output() or proc.proc.poll() is not None, 60, 0.1,
-                 "the worker to be ready")
-        if proc.proc.poll() is not None:
-            raise RuntimeError(f"worker exited:\n{proc.output()[-2000:]}")
-        self.memory.watch("worker", proc.pid)
-        return proc
+        return self._ready_worker(proc, "worker")
 
     def bare(self, processes: int, web_workers: int = 2) -> str:
         """The bare pipeline (bench/bare.py) instead of the bridge: web and worker on this Redis."""
@@ -124,13 +119,17 @@ class BenchStack:
         wait_http(f"{base}/healthz")
         worker = worker_cmd(processes, "bare")  # [python -m celery -A app worker -Q queue ...]
         cmd = [*worker[:4], "bench.bare:celery_app", "worker", "-Q", "bare", *worker[8:]]
-        proc = self._start("worker", cmd)
-        wait_for(lambda: "ready." in proc.output() or proc.proc.poll() is not None, 60, 0.1,
-                 "the bare worker to be ready")
-        if proc.proc.poll() is not None:
-            raise RuntimeError(f"bare worker exited:\n{proc.output()[-2000:]}")
-        self.memory.watch("worker", proc.pid)
+        self._ready_worker(self._start("worker", cmd), "bare worker")
         return base
+
+    def _ready_worker(self, proc: Proc, what: str) -> Proc:
+        """Wait until a Celery worker says it is ready (or fails), then watch its memory."""
+        wait_for(lambda: "ready." in proc.output() or proc.proc.poll() is not None, 60, 0.1,
+                 f"the {what} to be ready")
+        if proc.proc.poll() is not None:
+            raise RuntimeError(f"{what} exited:\n{proc.output()[-2000:]}")
+        self.memory.watch("worker", proc.pid)
+        return proc
 
     def beat(self) -> Proc:
         return self._start("beat", beat_cmd(self.tmp / "beat-schedule"))
