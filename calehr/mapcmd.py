@@ -138,7 +138,7 @@ def _map_one(settings: Settings, story: _Story, index: int, name: str, body,
              target_name: str | None) -> int:
     from adapters.calcom.payload import normalise
     from core.deliveries import Delivery, control_id_for
-    from worker.pipeline import sequence_and_mark, skip_reason
+    from worker.accept_plan import sequence_and_mark, skip_reason
     from worker.routing import route
     from worker.rules import message_event_for, opted_in
     from worker.transports import build_wire

@@ -51,24 +51,38 @@ class ConflictChecker:
     def track(self, provider: ProviderSettings, event: AppointmentEvent) -> list[str]:
         """Keep the index in step with an accepted Cal.com event; a booking that now holds
         time the EHR blocked is recorded. Idempotent. Returns new dead-letter ids."""
+        pipe = self.r.pipeline(transaction=True)
+        at = self.queue_track(pipe, provider, event)
+        answers = pipe.execute()
+        return self.after_track(provider, event, answers[at] if at is not None else [])
+
+    def queue_track(self, pipe: redis.client.Pipeline, provider: ProviderSettings,
+                    event: AppointmentEvent) -> int | None:
+        """`track`'s writes in the caller's MULTI. Returns the index of the answer that
+        `after_track` needs (None: nothing to check)."""
         key, index = event.appointment_key, self._index(provider.ehr_id)
         if event.kind in RELEASING_KINDS:
-            pipe = self.r.pipeline(transaction=True)
             pipe.hdel(index, key)
             pipe.zrem(index + ":ends", key)
-            pipe.execute()
-            return []
+            return None
         if event.kind not in HOLDING_KINDS or event.start is None or event.end is None:
+            return None
+        pipe.hset(index, key, json.dumps({"event_id": event.event_id,
+                                          "start": event.start.isoformat(),
+                                          "end": event.end.isoformat()}))
+        pipe.zadd(index + ":ends", {key: event.end.timestamp()})
+        at = len(pipe)
+        pipe.zrangebyscore(self.blocks.ends_key(provider.ehr_id), event.start.timestamp(), "+inf")
+        return at
+
+    def after_track(self, provider: ProviderSettings, event: AppointmentEvent,
+                    uids: list[bytes]) -> list[str]:
+        """The EHR blocks that may overlap the booking (`queue_track`'s answer) -> conflicts
+        recorded (new dead-letter ids)."""
+        if not uids or event.start is None or event.end is None:
             return []
-        booking = CalcomBooking(key, event.event_id, event.start, event.end)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(index, key, json.dumps({"event_id": booking.event_id,
-                                          "start": booking.start.isoformat(),
-                                          "end": booking.end.isoformat()}))
-        pipe.zadd(index + ":ends", {key: booking.end.timestamp()})
-        pipe.zrangebyscore(self.blocks.ends_key(provider.ehr_id), booking.start.timestamp(), "+inf")
-        uids = pipe.execute()[2]
-        blocks = self.blocks.get_many(provider.ehr_id, uids) if uids else []
+        booking = CalcomBooking(event.appointment_key, event.event_id, event.start, event.end)
+        blocks = self.blocks.get_many(provider.ehr_id, uids)
         overlapping = [b for b in blocks if b.start < booking.end and booking.start < b.end]
         return [dl for b in overlapping if (dl := self._record(provider, b, booking, "calcom"))]
 

@@ -102,7 +102,7 @@ class DeadLetterStore:
         if d.delivery_id:
             pipe.delete(self.delivery_index(d.delivery_id))
         elif d.event_id:
-            pipe.delete(f"{self.p}:by-event:{d.event_id}")
+            pipe.delete(self.event_index(d.event_id))
         pipe.execute()
 
     def add(self, *, stage: str, error_code: str, error_class: str, error_text: str,
@@ -132,7 +132,7 @@ class DeadLetterStore:
         if delivery_id:
             pipe.set(self.delivery_index(delivery_id), dl_id)
         elif event_id:
-            pipe.set(f"{self.p}:by-event:{event_id}", dl_id)
+            pipe.set(self.event_index(event_id), dl_id)
         pipe.execute()
         return dl_id
 
@@ -148,9 +148,13 @@ class DeadLetterStore:
         dl_id = self.r.get(self.delivery_index(delivery_id))
         return self.get(dl_id.decode()) if dl_id else None
 
+    def event_index(self, event_id: str) -> str:
+        """The key that holds the event-level dead-letter id of an event, if it has one."""
+        return f"{self.p}:by-event:{event_id}"
+
     def for_event(self, event_id: str) -> DeadLetter | None:
         """The event-level (ingest or ordering) dead letter of an event, if any."""
-        dl_id = self.r.get(f"{self.p}:by-event:{event_id}")
+        dl_id = self.r.get(self.event_index(event_id))
         return self.get(dl_id.decode()) if dl_id else None
 
     def wire(self, dl_id: str) -> bytes | None:

@@ -101,7 +101,10 @@ class EhrEchoLedger:
         return len(old)
 
     def filler(self, key: str, target: str) -> Filler | None:
-        raw = self.r.hget(self._key(key, target), "filler")
+        return self.filler_from(self.r.hget(self._key(key, target), "filler"))
+
+    @staticmethod
+    def filler_from(raw: bytes | None) -> Filler | None:
         if not raw:
             return None
         ident, _, namespace = raw.decode().partition("\x1f")
@@ -115,15 +118,21 @@ class EhrEchoLedger:
     def sent(self, key: str, target: str, state: str) -> None:
         if not state:
             return
-        h = self._key(key, target)
         pipe = self.r.pipeline(transaction=True)
+        self.queue_sent(pipe, key, target, state)
+        pipe.execute()
+
+    def queue_sent(self, pipe: redis.client.Pipeline, key: str, target: str, state: str) -> None:
+        """`sent`'s writes, added to the caller's MULTI (nothing for an empty state)."""
+        if not state:
+            return
+        h = self._key(key, target)
         pipe.hset(h, mapping={"state": state, "said_by": "sent"})
         pipe.lpush(h + ":sent", f"{clock.now():.3f}|{state}")
         pipe.ltrim(h + ":sent", 0, SENT_HISTORY - 1)
         pipe.delete(h + ":made")  # a Cal.com change went out: what the EHR made is history
         pipe.expire(h, TTL_SECONDS)
         pipe.expire(h + ":sent", TTL_SECONDS)
-        pipe.execute()
 
     def reported(self, key: str, target: str, state: str,
                  pipe: redis.client.Pipeline | None = None) -> None:
@@ -168,12 +177,24 @@ class EhrEchoLedger:
     def ehr_made(self, key: str, target: str, state: str, booking_uid: str = "") -> bool:
         """True when `state` is what the EHR itself reported last, or (with the Cal.com
         booking's uid) one the bridge made in Cal.com for it: sending it back is an echo."""
+        pipe = self.r.pipeline(transaction=False)
+        self.queue_read(pipe, key, target)
+        current, made, _ = pipe.execute()
+        return self.made_from(current, made, state, booking_uid)
+
+    def queue_read(self, pipe: redis.client.Pipeline, key: str, target: str) -> None:
+        """Three answers: for `made_from` (two) and `filler_from` (one)."""
         h = self._key(key, target)
-        current = self.r.hmget(h, "state", "said_by")
+        pipe.hmget(h, "state", "said_by")
+        pipe.lrange(h + ":made", 0, -1)
+        pipe.hget(h, "filler")
+
+    @staticmethod
+    def made_from(current: list[bytes | None], made: list[bytes], state: str,
+                  booking_uid: str = "") -> bool:
         if current[0] is not None and current[0].decode() == state and current[1] == b"ehr":
             return True
-        return bool(booking_uid) and \
-            f"{booking_uid}|{state}".encode() in self.r.lrange(h + ":made", 0, -1)
+        return bool(booking_uid) and f"{booking_uid}|{state}".encode() in made
 
     def forget(self, key: str, target: str) -> None:
         h = self._key(key, target)

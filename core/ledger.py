@@ -18,8 +18,13 @@ import redis
 from core import clock
 from core.crypto import Cipher
 from core.deliveries import Delivery
-from core.ledger_scripts import PROGRESS, REQUEUE, START_ATTEMPT, WAKE
+from core.ledger_records import DeliveryRecords
+from core.ledger_scripts import DEQUEUE, PROGRESS, REQUEUE, WAKE
+from core.redis_client import queue_script
 from core.waiters import CircuitWaiters
+
+SNAPSHOT_READS = 6  # answers a queued snapshot adds to its pipeline
+COMMIT_ANSWERS = 3  # answers from the first one `queue_commit` names
 
 
 @dataclass(frozen=True)
@@ -40,15 +45,16 @@ class Committed:
     dead_letter_id: str | None
 
 
-class Ledger:
+class Ledger(DeliveryRecords):
     def __init__(self, client: redis.Redis, cipher: Cipher, prefix: str = "calehr") -> None:
         self.r = client
         self.cipher = cipher
         self.p = prefix
-        self._start_attempt = client.register_script(START_ATTEMPT)
         self._wake = client.register_script(WAKE)
         self._progress = client.register_script(PROGRESS)
         self._requeue = client.register_script(REQUEUE)
+        self._dequeue = client.register_script(DEQUEUE)
+        self._init_records()
         self.waiters = CircuitWaiters(client, prefix)
 
     # keys ---------------------------------------------------------------------------------
@@ -68,9 +74,6 @@ class Ledger:
     @property
     def due(self) -> str:
         return f"{self.p}:due"
-
-    def delivery_key(self, delivery_id: str) -> str:
-        return f"{self.p}:delivery:{delivery_id}"
 
     def lock_name(self, name: str) -> str:
         return f"{self.p}:lock:{name}"
@@ -101,13 +104,21 @@ class Ledger:
         pipe = self.r.pipeline(transaction=False)
         if extra is not None:
             extra(pipe)
+        self.queue_snapshot(pipe, key, event_id)
+        return self.snapshot_from(pipe.execute()[-SNAPSHOT_READS:])
+
+    def queue_snapshot(self, pipe: Any, key: str, event_id: str) -> None:
+        """Add a snapshot's SNAPSHOT_READS commands to a pipeline (see `snapshot_from`)."""
         pipe.hget(self.appt(key) + ":accepted", event_id)
         pipe.hincrby(self.appt(key), "accepted_counter", 1)
         pipe.hgetall(self.appt(key))
         pipe.smembers(self.appt(key) + ":uids")
         pipe.hgetall(self.appt(key) + ":uid-status")
         pipe.hgetall(self.appt(key) + ":seen")  # a few marks per appointment
-        order, reserved, appt, uids, statuses, seen = pipe.execute()[-6:]
+
+    @staticmethod
+    def snapshot_from(answers: list[Any]) -> AppointmentSnapshot:
+        order, reserved, appt, uids, statuses, seen = answers
         return AppointmentSnapshot(
             accepted_order=int(order) if order else None, next_order=int(reserved),
             appointment={k.decode(): v.decode() for k, v in appt.items()},
@@ -146,9 +157,24 @@ class Ledger:
         uids it makes known (returned), and keeps this event in the unprocessed set until the
         worker calls `EventStore.followed_up`: a worker killed in between is covered by the sweep.
         """
-        existing = {d.id for d in deliveries if self.r.exists(self.delivery_key(d.id))}
-        now = repr(clock.now())
         pipe = self.r.pipeline(transaction=True)
+        at = self.queue_accept(
+            pipe, key, event_id=event_id, uid=uid, previous_uid=previous_uid, mark=mark,
+            sequence=sequence, created_at=created_at, status=status, order=order,
+            deliveries=deliveries, event_hash=event_hash, unprocessed=unprocessed,
+            event_state=event_state, event_reason=event_reason, extra=extra,
+            existing={d.id for d in deliveries if self.r.exists(self.delivery_key(d.id))})
+        return [w.decode() for w in pipe.execute()[at] or []]
+
+    def queue_accept(self, pipe: Any, key: str, *, event_id: str, uid: str,
+                     previous_uid: str | None, mark: str, sequence: int, created_at: float,
+                     status: str, order: int, deliveries: list[Delivery], event_hash: str,
+                     unprocessed: str, event_state: str, event_reason: str = "",
+                     extra: Callable[[Any], None] | None = None,
+                     existing: set[str] | frozenset[str] = frozenset()) -> int:
+        """`accept`'s writes, added to the caller's MULTI. Returns the index of the woken
+        events' answer. `existing`: delivery ids whose record is kept (a retry)."""
+        now = repr(clock.now())
         pipe.hset(self.appt(key), mapping={
             "last_sequence": sequence, "last_created": repr(created_at),
             "last_event_id": event_id, "status": status, "updated_at": now,
@@ -173,10 +199,10 @@ class Ledger:
         pipe.zadd(unprocessed, {event_id: now})
         known = [uid] + ([previous_uid] if previous_uid and previous_uid != uid else [])
         at = len(pipe)
-        self._wake(keys=self._wake_keys(known, unprocessed), args=[now, *known], client=pipe)
+        queue_script(pipe, self._wake, self._wake_keys(known, unprocessed), [now, *known])
         if extra is not None:
             extra(pipe)
-        return [w.decode() for w in pipe.execute()[at] or []]
+        return at
 
     @staticmethod
     def _new_delivery_fields(d: Delivery) -> dict[str, Any]:
@@ -239,76 +265,8 @@ class Ledger:
         return ids[0].decode() if ids else None
 
     def dequeue(self, key: str, target: str, delivery_id: str) -> None:
-        pending = self.pending(key, target)
-        pipe = self.r.pipeline()
-        pipe.zrem(pending, delivery_id)
-        pipe.zcard(pending)
-        _, left = pipe.execute()
-        self._unindex_if_empty(key, target, left)
-
-    def _unindex_if_empty(self, key: str, target: str, left: int) -> None:
-        if left == 0:
-            self.r.srem(self.pending_index, f"{key}|{target}")
-
-    def get_delivery(self, delivery_id: str) -> Delivery | None:
-        pipe = self.r.pipeline(transaction=False)  # one round trip for the record and history
-        pipe.hgetall(self.delivery_key(delivery_id))
-        pipe.lrange(self.delivery_key(delivery_id) + ":attempts", 0, -1)
-        data, attempts = pipe.execute()
-        if not data or b"event_id" not in data:
-            return None
-        s = {k.decode(): v.decode() for k, v in data.items()
-             if k not in (b"wire", b"response", b"override")}
-        history = [json.loads(h) for h in attempts]
-        return Delivery(
-            id=delivery_id, event_id=s["event_id"], appointment_key=s["appointment_key"],
-            target=s["target"], message_event=s["message_event"], order=int(s["order"]),
-            control_id=s["control_id"], state=s["state"], attempts=int(s["attempts"]),
-            created_at=float(s["created_at"]), first_attempt_at=float(s["first_attempt_at"]),
-            next_attempt_at=float(s["next_attempt_at"]), updated_at=float(s["updated_at"]),
-            base_event_id=s.get("base_event_id", ""), force=s.get("force") == "1",
-            reason=s.get("reason", ""), history=history, has_override=b"override" in data,
-        )
-
-    def update_delivery(self, delivery_id: str, **fields: Any) -> None:
-        fields["updated_at"] = repr(clock.now())
-        clean = {k: (int(v) if isinstance(v, bool) else v) for k, v in fields.items()}
-        self.r.hset(self.delivery_key(delivery_id), mapping=clean)
-
-    def start_attempt(self, delivery_id: str) -> int:
-        return int(self._start_attempt(keys=[self.delivery_key(delivery_id)],
-                                       args=[repr(clock.now())]))
-
-    def record_attempt(self, delivery_id: str, entry: dict[str, Any]) -> None:
-        self.r.rpush(self.delivery_key(delivery_id) + ":attempts", json.dumps(entry))
-
-    def store_wire(self, delivery_id: str, wire: bytes) -> None:
-        self.r.hset(self.delivery_key(delivery_id), "wire", self.cipher.encrypt(wire))
-
-    def wire(self, delivery_id: str) -> bytes | None:
-        token = self.r.hget(self.delivery_key(delivery_id), "wire")
-        return self.cipher.decrypt(token) if token else None
-
-    def store_response(self, delivery_id: str, text: str) -> None:
-        """The EHR's last answer (ACK with ERR, OperationOutcome): may echo PHI, so encrypted."""
-        self.r.hset(self.delivery_key(delivery_id), "response", self.cipher.encrypt(text.encode()))
-
-    def response(self, delivery_id: str) -> str | None:
-        token = self.r.hget(self.delivery_key(delivery_id), "response")
-        return self.cipher.decrypt(token).decode() if token else None
-
-    def set_override(self, delivery_id: str, wire: bytes | None) -> None:
-        if wire is None:
-            self.r.hdel(self.delivery_key(delivery_id), "override")
-        else:
-            self.r.hset(self.delivery_key(delivery_id), "override", self.cipher.encrypt(wire))
-
-    def override(self, delivery_id: str) -> bytes | None:
-        token = self.r.hget(self.delivery_key(delivery_id), "override")
-        return self.cipher.decrypt(token) if token else None
-
-    def deliveries_for_event(self, event_id: str) -> list[str]:
-        return [d.decode() for d in self.r.smembers(f"{self.p}:event-deliveries:{event_id}")]
+        self._dequeue(keys=[self.pending(key, target), self.pending_index],
+                      args=[delivery_id, f"{key}|{target}"])
 
     def commit_delivered(self, d: Delivery, attempt: dict[str, Any], *, wire: bytes | None,
                          response: str, remote_id: str | None, event_hash: str,
@@ -317,7 +275,19 @@ class Ledger:
         """Everything a delivered message changes, in one MULTI/EXEC: the wire and answer, the
         attempt, the target's applied state, the queue and the event's open count. A crash
         leaves either all of it or none (then the retry sends again under the same MSH-10)."""
-        key, pending = self.delivery_key(d.id), self.pending(d.appointment_key, d.target)
+        pipe = self.r.pipeline(transaction=True)
+        at = self.queue_commit(pipe, d, attempt, wire=wire, response=response,
+                               remote_id=remote_id, event_hash=event_hash,
+                               dead_letter_index=dead_letter_index)
+        if extra is not None:
+            extra(pipe)
+        return self.committed_from(pipe.execute()[at:at + COMMIT_ANSWERS])
+
+    def queue_commit(self, pipe: Any, d: Delivery, attempt: dict[str, Any], *,
+                     wire: bytes | None, response: str, remote_id: str | None,
+                     event_hash: str, dead_letter_index: str) -> int:
+        """`commit_delivered`'s writes, added to the caller's MULTI. Returns the index of the
+        first of its COMMIT_ANSWERS answers (see `committed_from`)."""
         tkey = f"{self.appt(d.appointment_key)}:target:{d.target}"
         now = repr(clock.now())
         fields: dict[str, Any] = {"state": "delivered", "reason": "", "updated_at": now}
@@ -329,39 +299,39 @@ class Ledger:
                                    "updated_at": now}
         if remote_id:
             applied["ehr_id"] = remote_id
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(key, mapping=fields)
-        pipe.rpush(key + ":attempts", json.dumps(attempt))
+        pipe.hset(self.delivery_key(d.id), mapping=fields)
+        pipe.rpush(self.delivery_key(d.id) + ":attempts", json.dumps(attempt))
         pipe.hset(tkey, mapping=applied)
         pipe.rpush(f"{tkey}:control-ids", d.control_id)
-        pipe.zrem(pending, d.id)
-        pipe.zcard(pending)
-        self._progress(keys=[event_hash, dead_letter_index, self.to_resolve],
-                       args=[now, "resolve"], client=pipe)
+        at = len(pipe)
+        self._queue_dequeue(pipe, d)
+        queue_script(pipe, self._progress, [event_hash, dead_letter_index, self.to_resolve],
+                     [now, "resolve"])
         pipe.get(dead_letter_index)
-        if extra is not None:
-            extra(pipe)
-        results = pipe.execute()
-        left, open_left, dl_id = results[5], results[6], results[7]
-        self._unindex_if_empty(d.appointment_key, d.target, left)
+        return at
+
+    @staticmethod
+    def committed_from(answers: list[Any]) -> Committed:
+        _, open_left, dl_id = answers
         return Committed(int(open_left), dl_id.decode() if dl_id else None)
+
+    def _queue_dequeue(self, pipe: Any, d: Delivery) -> None:
+        queue_script(pipe, self._dequeue, [self.pending(d.appointment_key, d.target),
+                                           self.pending_index],
+                     [d.id, f"{d.appointment_key}|{d.target}"])
 
     def finish_delivery(self, d: Delivery, state: str, reason: str, *, event_hash: str,
                         dead_letter_index: str) -> int:
         """A delivery ends dead or skipped: its state, its place in the queue and the event's
         open count (the event is done at 0) change in one MULTI. Returns the open count left."""
-        pending = self.pending(d.appointment_key, d.target)
         now = repr(clock.now())
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(self.delivery_key(d.id), mapping={"state": state, "reason": reason,
                                                     "updated_at": now})
-        pipe.zrem(pending, d.id)
-        pipe.zcard(pending)
-        self._progress(keys=[event_hash, dead_letter_index, self.to_resolve], args=[now, ""],
-                       client=pipe)
-        _, _, left, open_left = pipe.execute()
-        self._unindex_if_empty(d.appointment_key, d.target, left)
-        return int(open_left)
+        self._queue_dequeue(pipe, d)
+        queue_script(pipe, self._progress, [event_hash, dead_letter_index, self.to_resolve],
+                     [now, ""])
+        return int(pipe.execute()[-1])
 
     def requeue(self, d: Delivery, *, force: bool, event_hash: str) -> bool:
         """Replay: the delivery goes back in its queue (see REQUEUE). False: already queued."""

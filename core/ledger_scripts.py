@@ -54,3 +54,22 @@ redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[5])
 redis.call('SADD', KEYS[4], ARGV[4])
 return 1
 """
+
+# A delivery leaves its queue; the queue leaves the pending index once empty (in the same step,
+# so an enqueue cannot slip in between). KEYS: pending zset, pending index. ARGV: delivery id,
+# index member. Returns the deliveries left in the queue.
+DEQUEUE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+local left = redis.call('ZCARD', KEYS[1])
+if left == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
+return left
+"""
+
+# Take back a START_ATTEMPT whose send did not happen (a batch stopped at its target's first
+# failure). KEYS: delivery hash. ARGV: now.
+UNSTART_ATTEMPT = """
+local n = redis.call('HINCRBY', KEYS[1], 'attempts', -1)
+if n <= 0 then redis.call('HSET', KEYS[1], 'first_attempt_at', 0) end
+redis.call('HSET', KEYS[1], 'state', 'pending', 'updated_at', ARGV[1])
+return n
+"""

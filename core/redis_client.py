@@ -51,6 +51,14 @@ def _master_for(url: str) -> redis.Redis:
     return sentinel.master_for(target.master_name, redis_class=redis.Redis, **master_kwargs)
 
 
+def queue_script(pipe: redis.client.Pipeline, script: redis.commands.core.Script,
+                 keys: list[str], args: list[object]) -> None:
+    """Add a Lua script to a pipeline as EVAL with its source. redis-py would send SCRIPT EXISTS
+    first for a registered script (one more round trip per execute), and EVALSHA inside a MULTI
+    after a Redis restart fails with NOSCRIPT while the rest of the MULTI still runs."""
+    pipe.eval(script.script, len(keys), *keys, *args)
+
+
 class Keys:
     """Redis key names, all under one prefix."""
 

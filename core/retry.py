@@ -9,6 +9,7 @@ import redis
 
 from core import clock
 from core.config import DeliverySettings
+from core.redis_client import queue_script
 
 
 def backoff_seconds(attempt: int, policy: DeliverySettings, retry_after: float | None = None,
@@ -57,7 +58,14 @@ class CircuitBreaker:
         return f"{self.p}:{target}"
 
     def state(self, target: str) -> CircuitState:
-        data = self.r.hgetall(self._key(target))
+        return self.state_from(self.r.hgetall(self._key(target)))
+
+    def queue_state(self, pipe: redis.client.Pipeline, target: str) -> None:
+        """One answer for `state_from`."""
+        pipe.hgetall(self._key(target))
+
+    @staticmethod
+    def state_from(data: dict[bytes, bytes]) -> CircuitState:
         failures = int(data.get(b"failures", 0))
         open_until = float(data.get(b"open_until", 0))
         if open_until == 0:
@@ -83,6 +91,11 @@ class CircuitBreaker:
         """Returns True when this closed an open circuit."""
         key = self._key(target)
         return bool(self._success(keys=[key, f"{key}:probe"]))
+
+    def queue_success(self, pipe: redis.client.Pipeline, target: str) -> None:
+        """`success` in the caller's pipeline: its answer is 1 when it closed the circuit."""
+        key = self._key(target)
+        queue_script(pipe, self._success, [key, f"{key}:probe"], [])
 
     def failure(self, target: str) -> CircuitState:
         key = self._key(target)

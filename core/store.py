@@ -105,7 +105,10 @@ class EventStore:
         return [i.decode() for i in taken]
 
     def get(self, event_id: str) -> StoredEvent | None:
-        data = self.r.hgetall(self.keys.event(event_id))
+        return self.decode(event_id, self.r.hgetall(self.keys.event(event_id)))
+
+    def decode(self, event_id: str, data: dict[bytes, bytes]) -> StoredEvent | None:
+        """An event's hash as read (HGETALL) -> the event, its body decrypted."""
         if not data or b"body" not in data:
             return None
         return StoredEvent(
@@ -135,16 +138,21 @@ class EventStore:
     def set_state(self, event_id: str, state: str, reason: str = "",
                   appointment_key: str | None = None) -> None:
         """Record what became of an event. `reason` is codes and ids only."""
+        pipe = self.r.pipeline()
+        self.queue_state(pipe, event_id, state, reason, appointment_key)
+        pipe.execute()
+
+    def queue_state(self, pipe: object, event_id: str, state: str, reason: str = "",
+                    appointment_key: str | None = None) -> None:
+        """`set_state`'s writes, added to the caller's pipeline."""
         mapping = {"state": state, "reason": reason, "updated_at": repr(clock.now())}
         if appointment_key is not None:
             mapping["appointment_key"] = appointment_key
-        pipe = self.r.pipeline()
         pipe.hset(self.keys.event(event_id), mapping=mapping)
         if state == "received":  # (again): a worker must take it up; the sweep sees to it
             pipe.zadd(self.keys.unprocessed, {event_id: clock.now()})
         elif state != "processing":
             pipe.zrem(self.keys.unprocessed, event_id)
-        pipe.execute()
 
     def followed_up(self, event_id: str) -> None:
         """Every step after the event's accept is done: the sweep need not run it again."""

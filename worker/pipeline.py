@@ -8,7 +8,6 @@ from adapters.calcom import api as calcom_api
 from adapters.calcom.payload import normalise, parse_body
 from core import clock
 from core.crypto import DecryptError
-from core.deliveries import Delivery, control_id_for
 from core.errors import PayloadError
 from core.faults import crash_point
 from core.lookup import find_provider
@@ -16,13 +15,11 @@ from core.models import AppointmentEvent, EventKind
 from core.redact import error_text
 from core.replication import confirm
 from core.runtime import Runtime
-from worker.routing import route
-from worker.rules import message_event_for, opted_in
+from worker.accept_plan import decide, log_plan, missing_predecessor, queue_plan
 
 log = logging.getLogger(__name__)
 
 FINAL_STATES = ("skipped", "dead", "unrouted", "ignored", "done")
-CANCEL_KINDS = (EventKind.CANCELLED.value, EventKind.REJECTED.value)
 
 
 class AppointmentBusy(Exception):
@@ -136,11 +133,8 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
         woken = ledger.wake(uids, rt.store.keys.unprocessed, repr(clock.now()))
         return "accepted", targets, woken, snap.appointment.get("last_event_id") == eid
 
-    appt, uids = snap.appointment, snap.uids
-    needed = _needed_uid(event, uids)
-    if event.kind is EventKind.NO_SHOW and not appt:
-        needed = event.uid
-    if needed and needed not in uids and not force:
+    needed = missing_predecessor(event, snap, force)
+    if needed:
         elsewhere = ledger.resolve(needed)
         if elsewhere is not None and elsewhere != key:
             if ledger.resolve(event.uid) != key:
@@ -160,113 +154,15 @@ def _accept(rt: Runtime, event: AppointmentEvent, current: str,
         log.info("event waits for its predecessor", extra=ctx)
         return "waiting", [], [], False
 
-    sequence, mark = sequence_and_mark(event, appt)
-    if not force:
-        seen = snap.seen.get(mark)  # read in the snapshot's round trip
-        if seen and seen != eid:
-            rt.store.set_state(eid, "skipped", f"duplicate_of:{seen}", key)
-            rt.audit.record("system", "event.skipped", eid, reason="logical_duplicate", of=seen)
-            log.info("logical duplicate skipped", extra=ctx)
-            return "skipped", [], [], False
-        stale = skip_reason(event, sequence, appt, snap.uid_statuses)
-        if stale:
-            rt.store.set_state(eid, "skipped", stale, key)
-            rt.audit.record("system", "event.skipped", eid, reason=stale)
-            log.info("stale event skipped: %s", stale, extra=ctx)
-            return "skipped", [], [], False
-
-    uid_status = snap.uid_statuses.get(event.uid)
-    message_event = message_event_for(event, uid_status)
-    routed = route(event, rt.settings) if message_event else []
-    targets = opted_in(event, routed, rt.settings)
-    order = snap.next_order
-    # a no-show goes out with the booking's last event (not an earlier no-show: it has no times)
-    base = (appt.get("booking_event_id") or appt.get("last_event_id", "")
-            if event.kind is EventKind.NO_SHOW else "")
-    deliveries = [
-        Delivery(id=f"{eid}.{t}", event_id=eid, appointment_key=key, target=t,
-                 message_event=message_event or "", order=order,
-                 control_id=control_id_for(f"{eid}.{t}"), state="pending",
-                 base_event_id=base, force=force)
-        for t in targets
-    ]
-    if message_event is None or (routed and not targets):
-        state, reason = "skipped", f"not_mapped:{event.kind.value}"
-    elif not targets:
-        state, reason = "unrouted", "no_route_matched"
-    else:
-        state, reason = "accepted", ""
-
-    def audit(pipe: object) -> None:  # recorded in the same MULTI/EXEC as the change
-        if force:
-            rt.audit.queue(pipe, "system", "event.forced", eid, appointment_key=key)
-        if state == "unrouted":
-            rt.audit.queue(pipe, "system", "event.unrouted", eid, appointment_key=key)
-        elif state == "accepted":
-            rt.audit.queue(pipe, "system", "event.accepted", eid, appointment_key=key,
-                           message_event=message_event, targets=targets)
-        if event.recurring:
-            pipe.hset(ledger.appt(key), "recurring", event.series_uid or "1")
-        if event.kind is not EventKind.NO_SHOW:
-            pipe.hset(ledger.appt(key), "booking_event_id", eid)
-
-    woken = ledger.accept(key, event_id=eid, uid=event.uid, previous_uid=event.previous_uid,
-                          mark=mark, sequence=sequence, created_at=event.created_at.timestamp(),
-                          status=event.kind.value, order=order, deliveries=deliveries,
-                          event_hash=rt.store.keys.event(eid),
-                          unprocessed=rt.store.keys.unprocessed,
-                          event_state=state, event_reason=reason, extra=audit)
-    if state == "unrouted":
-        log.warning("event matched no route", extra=ctx)
-        return "unrouted", [], woken, True
-    if state == "skipped":
-        return "skipped", [], woken, True
-    log.info("event accepted", extra={**ctx, "outcome": message_event})
-    return "accepted", targets, woken, True
-
-
-def sequence_and_mark(event: AppointmentEvent, appt: dict[str, str]) -> tuple[int, str]:
-    """The sequence the event is applied at (a body without one takes the appointment's last) and
-    its logical-duplicate mark. No-shows from a person and from Cal Video share one mark."""
-    sequence = event.sequence if event.sequence >= 0 else int(appt.get("last_sequence", 0))
-    if event.kind is EventKind.NO_SHOW:
-        return sequence, f"{sequence}:BOOKING_NO_SHOW_UPDATED:{event.no_show}"
-    return sequence, f"{sequence}:{event.trigger}"
-
-
-def skip_reason(event: AppointmentEvent, sequence: int, appt: dict[str, str],
-                uid_statuses: dict[str, str]) -> str | None:
-    """Why an event that is no duplicate must not go out (None: it goes)."""
-    if event.kind.value in CANCEL_KINDS and uid_statuses.get(event.uid) in CANCEL_KINDS:
-        return "stale:booking already cancelled"  # e.g. by a series follow-up
-    return _stale_reason(event, sequence, appt)
-
-
-def _needed_uid(event: AppointmentEvent, uids: set[str]) -> str | None:
-    """The booking uid that must be known before this event can go out."""
-    if event.kind is EventKind.RESCHEDULED:
-        return event.previous_uid
-    if event.kind in (EventKind.CREATED, EventKind.REQUESTED):
-        return None
-    return event.uid
-
-
-def _stale_reason(event: AppointmentEvent, sequence: int, appt: dict[str, str]) -> str | None:
-    if not appt or "last_sequence" not in appt:
-        return None
-    last_seq = int(appt["last_sequence"])
-    last_created = float(appt.get("last_created", 0))
-    last_status = appt.get("status", "")
-    if sequence < last_seq:
-        return f"stale:sequence {sequence} < {last_seq}"
-    if sequence == last_seq:
-        if event.kind.value in CANCEL_KINDS and last_status not in CANCEL_KINDS:
-            return None  # on equal sequence a cancel wins
-        if last_status in CANCEL_KINDS and event.kind.value not in CANCEL_KINDS:
-            return "stale:appointment already cancelled at this sequence"
-        if event.created_at.timestamp() < last_created:
-            return "stale:createdAt older than the last applied event"
-    return None
+    plan = decide(rt, event, snap, force)
+    pipe = rt.redis.pipeline(transaction=True)
+    at = queue_plan(rt, pipe, event, plan, force)
+    answers = pipe.execute()
+    woken = [w.decode() for w in answers[at] or []] if at is not None else []
+    log_plan(event, plan)
+    if plan.skipped_as is not None:
+        return "skipped", [], woken, False
+    return plan.state, plan.targets if plan.state == "accepted" else [], woken, True
 
 
 def _dead_at_ingest(rt: Runtime, event_id: str, code: str, exc: Exception) -> str:
