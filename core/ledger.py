@@ -341,8 +341,12 @@ class Ledger(DeliveryRecords):
             args=[repr(clock.now()), int(force), d.order, f"{d.appointment_key}|{d.target}", d.id]))
 
     # per-target applied state --------------------------------------------------------------
+    def target_key(self, key: str, target: str) -> str:
+        """What `target` holds of the appointment: applied order, message event, EHR id."""
+        return f"{self.appt(key)}:target:{target}"
+
     def target_state(self, key: str, target: str) -> dict[str, str]:
-        raw = self.r.hgetall(f"{self.appt(key)}:target:{target}")
+        raw = self.r.hgetall(self.target_key(key, target))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     def control_ids(self, key: str, target: str) -> list[str]:

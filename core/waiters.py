@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import redis
 
+from core.redis_client import queue_script
+
 # KEYS: waiters, waking, circuit hash. ARGV: now, n. Claims up to n waiters if the circuit is
 # closed (or always, with ARGV[3] = "any": the half-open probe). Returns the claimed keys.
 _CLAIM = """
@@ -80,6 +82,12 @@ class CircuitWaiters:
         nxt = self._release(keys=[lock, self.waiters(target), self.waking(target),
                                   self.circuit(target)], args=[token, key, repr(now)])
         return nxt.decode() if nxt else None
+
+    def queue_release(self, pipe: redis.client.Pipeline, lock: str, token: str, key: str,
+                      target: str, now: float) -> None:
+        """`release` in the caller's pipeline: its answer is the claimed key (bytes) or None."""
+        queue_script(pipe, self._release, [lock, self.waiters(target), self.waking(target),
+                                           self.circuit(target)], [token, key, repr(now)])
 
     def stale_claims(self, target: str, older_than: float, limit: int, now: float) -> list[str]:
         """Claims no drain finished by `older_than` (kick lost, worker died): claimed again now."""

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
+from typing import Any
 
 from core import clock
+from core.config import TargetSettings
 from core.deliveries import Delivery
-from core.ehr_echo import EhrEchoLedger, fingerprint
+from core.ehr_echo import EhrEchoLedger, Filler, fingerprint
 from core.errors import MappingError
 from core.faults import crash_point
-from core.models import DeliveryResult, EventKind
+from core.ledger import COMMIT_ANSWERS, Ledger
+from core.models import AppointmentEvent, DeliveryResult, EventKind
 from core.redact import error_text
 from core.replication import confirm
 from core.retry import backoff_seconds
@@ -104,36 +108,96 @@ def _drain_locked(rt: Runtime, key: str, target: str, token: str, lock: str, ttl
     return "more"
 
 
-def deliver_one(rt: Runtime, d: Delivery, known: dict[str, Loaded] | None = None) -> str:
-    """One attempt for the head delivery. Returns done | retry."""
+@dataclass(frozen=True)
+class Prepared:
+    """A delivery checked and ready to send: its event, and what the EHR will then hold."""
+
+    target: TargetSettings
+    event: AppointmentEvent
+    received_at: float
+    ehr_state: str
+    override: bytes | None
+    filler: Filler | None
+    ctx: dict[str, str]
+
+
+def queue_state_read(rt: Runtime, pipe: Any, d: Delivery) -> None:
+    """What `prepare` needs to know of the target, in four answers: its applied state, and the
+    EHR's (echo check, filler id)."""
+    pipe.hgetall(rt.ledger.target_key(d.appointment_key, d.target))
+    EhrEchoLedger(rt.redis, rt.settings.key_prefix).queue_read(pipe, d.appointment_key, d.target)
+
+
+def prepare(rt: Runtime, d: Delivery, known: dict[str, Loaded],
+            answers: list[Any]) -> Prepared | str:
+    """The checks before an attempt (`answers`: see queue_state_read). Returns the Prepared
+    delivery, or "done" when it was skipped or dead-lettered instead."""
+    applied, current, made, filler = answers
     target = rt.settings.target(d.target)
     ctx = {"event_id": d.event_id, "appointment_key": d.appointment_key, "target": d.target,
            "control_id": d.control_id, "delivery_id": d.id}
-    applied = rt.ledger.target_state(d.appointment_key, d.target)
-    if not d.force and int(applied.get("applied_order", 0)) > d.order:
+    if not d.force and int(applied.get(b"applied_order", 0)) > d.order:
         return _skip(rt, d, "stale:a later change was already applied", ctx)
-
     try:
-        event, received_at = _event_for(rt, d, known or {})
+        event, received_at = _event_for(rt, d, known)
     except (MappingError, KeyError, ValueError) as exc:
         return _dead(rt, d, "mapping", "event_unavailable", exc.__class__.__name__,
                      error_text(exc), None, ctx)
-
-    echoes = EhrEchoLedger(rt.redis, rt.settings.key_prefix)
     ehr_state = fingerprint(d.message_event, event.start, event.end)
     if not d.force and d.message_event in ECHO_CHECKED and ehr_state \
-            and echoes.ehr_made(d.appointment_key, d.target, ehr_state, event.uid):
+            and EhrEchoLedger.made_from(current, made, ehr_state, event.uid):
         return _skip(rt, d, "echo:the EHR made this change itself", ctx)
     override = rt.ledger.override(d.id) if d.has_override else None
-    filler = echoes.filler(d.appointment_key, d.target) if target.kind != "fhir" else None
-    attempt = rt.ledger.start_attempt(d.id)
+    return Prepared(target, event, received_at, ehr_state, override,
+                    EhrEchoLedger.filler_from(filler) if target.kind != "fhir" else None, ctx)
+
+
+def queue_start(rt: Runtime, pipe: Any, d: Delivery, prep: Prepared) -> int:
+    """Count the attempt and note the state the EHR is about to hold (before the send: an EHR
+    that echoes our message at once finds it). Returns the index of the attempt number."""
+    at = len(pipe)
+    rt.ledger.queue_start_attempt(pipe, d.id)
+    EhrEchoLedger(rt.redis, rt.settings.key_prefix).queue_sent(
+        pipe, d.appointment_key, d.target, prep.ehr_state)
+    return at
+
+
+def deliver_one(rt: Runtime, d: Delivery, known: dict[str, Loaded] | None = None) -> str:
+    """One attempt for the head delivery. Returns done | retry."""
+    pipe = rt.redis.pipeline(transaction=False)
+    queue_state_read(rt, pipe, d)
+    prep = prepare(rt, d, known or {}, pipe.execute())
+    if isinstance(prep, str):
+        return prep
+    pipe = rt.redis.pipeline(transaction=True)
+    at = queue_start(rt, pipe, d, prep)
+    attempt = int(pipe.execute()[at])
+    try:
+        result, wire, entry = send_attempt(rt, d, prep, attempt)
+    except MappingError as exc:
+        return mapping_failed(rt, d, prep, exc)
+    if not result.ok:
+        return record_failure(rt, d, prep, attempt, result, wire, entry)
+    crash_point("after_send_before_commit")
+    pipe = rt.redis.pipeline(transaction=True)
+    at = queue_delivered(rt, pipe, d, prep, entry, wire, result)
+    answers = pipe.execute()
+    confirm(rt.redis, rt.settings.redis, rt.settings.key_prefix)  # else the task retries
+    return after_delivered(rt, d, answers[at:at + DELIVERED_ANSWERS])
+
+
+def send_attempt(rt: Runtime, d: Delivery, prep: Prepared,
+                 attempt: int) -> tuple[DeliveryResult, bytes | None, dict[str, Any]]:
+    """Send. Returns the result, the wire and the attempt's record; raises only MappingError
+    (the message cannot be built: see mapping_failed)."""
     started = clock.now()
     try:
-        result, wire = send_event(rt.settings, target, event, d, override, filler)
-    except MappingError as exc:
-        return _dead(rt, d, "mapping", _code(str(exc)), "MappingError", str(exc), None, ctx)
+        result, wire = send_event(rt.settings, prep.target, prep.event, d, prep.override,
+                                  prep.filler)
+    except MappingError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a bug must not lose the event: retry, then DLQ
-        log.exception("transport raised", extra=ctx)
+        log.exception("transport raised", extra=prep.ctx)
         result, wire = DeliveryResult(ok=False, transient=True,
                                       detail=f"internal error: {exc.__class__.__name__}"), None
     duration_ms = round((clock.now() - started) * 1000, 1)
@@ -143,21 +207,28 @@ def deliver_one(rt: Runtime, d: Delivery, known: dict[str, Loaded] | None = None
              "detail": result.detail, "control_id": d.control_id}
     if result.notes:  # stray ACKs discarded, commit ACKs, protocol errors: ids and codes only
         entry["notes"] = list(result.notes)
-    log.info("delivery attempt %s", outcome, extra={**ctx, "attempt": attempt,
+    log.info("delivery attempt %s", outcome, extra={**prep.ctx, "attempt": attempt,
                                                   "outcome": outcome, "ack_code": result.ack_code})
-    if result.ok:
-        echoes.sent(d.appointment_key, d.target, ehr_state)
-        crash_point("after_send_before_commit")
-        return _delivered(rt, d, entry, wire, result, received_at, ctx)
+    return result, wire, entry
+
+
+def mapping_failed(rt: Runtime, d: Delivery, prep: Prepared, exc: MappingError) -> str:
+    return _dead(rt, d, "mapping", _code(str(exc)), "MappingError", str(exc), None, prep.ctx)
+
+
+def record_failure(rt: Runtime, d: Delivery, prep: Prepared, attempt: int,
+                   result: DeliveryResult, wire: bytes | None, entry: dict[str, Any]) -> str:
+    """A failed attempt: retry later (returns "retry") or dead-letter it ("done")."""
+    ctx, target = prep.ctx, prep.target
     if wire is not None:
         rt.ledger.store_wire(d.id, wire)
     if result.response_excerpt:
         rt.ledger.store_response(d.id, result.response_excerpt)
-    rt.metrics.inc("deliveries", d.target, outcome)
+    rt.metrics.inc("deliveries", d.target, entry["outcome"])
     rt.ledger.record_attempt(d.id, entry)
     if result.transient:
         rt.breaker.failure(d.target)
-        age = clock.now() - (d.first_attempt_at or started)
+        age = clock.now() - (d.first_attempt_at or entry["at"])
         if attempt >= target.max_attempts or age >= target.max_age_seconds:
             return _dead(rt, d, "delivery", "retries_exhausted", "RetriesExhausted",
                          f"gave up after {attempt} attempts over {age:.0f}s; last: {result.detail}",
@@ -176,20 +247,31 @@ def deliver_one(rt: Runtime, d: Delivery, known: dict[str, Loaded] | None = None
     return _dead(rt, d, "delivery", code, "PermanentDeliveryError", result.detail, wire, ctx)
 
 
-def _delivered(rt: Runtime, d: Delivery, entry: dict, wire: bytes | None,
-               result: DeliveryResult, received_at: float, ctx: dict) -> str:
+DELIVERED_ANSWERS = COMMIT_ANSWERS + 1  # the commit's, then the breaker's
+
+
+def queue_delivered(rt: Runtime, pipe: Any, d: Delivery, prep: Prepared, entry: dict[str, Any],
+                    wire: bytes | None, result: DeliveryResult) -> int:
+    """Everything a delivered message changes, in the caller's MULTI (see
+    Ledger.commit_delivered). Returns the index of its DELIVERED_ANSWERS answers."""
+    received_at = prep.received_at
     latency = None if d.force or not received_at else clock.now() - received_at
-    committed = rt.ledger.commit_delivered(
-        d, entry, wire=wire, response=result.response_excerpt, remote_id=result.remote_id,
+    at = rt.ledger.queue_commit(
+        pipe, d, entry, wire=wire, response=result.response_excerpt, remote_id=result.remote_id,
         event_hash=rt.store.keys.event(d.event_id),
-        dead_letter_index=rt.deadletters.delivery_index(d.id),
-        extra=lambda pipe: rt.metrics.queue_delivered(pipe, d.target, latency))
-    confirm(rt.redis, rt.settings.redis, rt.settings.key_prefix)  # else the task retries
-    closed_circuit = rt.breaker.success(d.target)
+        dead_letter_index=rt.deadletters.delivery_index(d.id))
+    rt.breaker.queue_success(pipe, d.target)  # right after the commit's answers
+    rt.metrics.queue_delivered(pipe, d.target, latency)
+    return at
+
+
+def after_delivered(rt: Runtime, d: Delivery, answers: list[Any]) -> str:
+    """The follow-ups of a committed delivery (`answers`: see queue_delivered)."""
+    committed = Ledger.committed_from(answers[:COMMIT_ANSWERS])
     if committed.dead_letter_id:  # a replayed dead letter went through (the sweep too, if we die)
         resolve_delivered(rt, committed.dead_letter_id)
-    if closed_circuit:  # a bounded batch; each drain that ends wakes the next (core/waiters.py)
-        for key in rt.ledger.waiters.claim(d.target, WAKE_IN_FLIGHT, clock.now()):
+    if answers[COMMIT_ANSWERS]:  # this closed the circuit: wake a bounded batch of waiting
+        for key in rt.ledger.waiters.claim(d.target, WAKE_IN_FLIGHT, clock.now()):  # queues
             rt.kick(key, d.target, None)
     return "done"
 
