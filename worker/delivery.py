@@ -121,11 +121,14 @@ class Prepared:
     ctx: dict[str, str]
 
 
-def queue_state_read(rt: Runtime, pipe: Any, d: Delivery) -> None:
-    """What `prepare` needs to know of the target, in four answers: its applied state, and the
-    EHR's (echo check, filler id)."""
-    pipe.hgetall(rt.ledger.target_key(d.appointment_key, d.target))
-    EhrEchoLedger(rt.redis, rt.settings.key_prefix).queue_read(pipe, d.appointment_key, d.target)
+STATE_READS = 4
+
+
+def queue_state_read(rt: Runtime, pipe: Any, key: str, target: str) -> None:
+    """What `prepare` needs to know of the target, in STATE_READS answers: its applied state,
+    and the EHR's (echo check, filler id)."""
+    pipe.hgetall(rt.ledger.target_key(key, target))
+    EhrEchoLedger(rt.redis, rt.settings.key_prefix).queue_read(pipe, key, target)
 
 
 def prepare(rt: Runtime, d: Delivery, known: dict[str, Loaded],
@@ -165,7 +168,7 @@ def queue_start(rt: Runtime, pipe: Any, d: Delivery, prep: Prepared) -> int:
 def deliver_one(rt: Runtime, d: Delivery, known: dict[str, Loaded] | None = None) -> str:
     """One attempt for the head delivery. Returns done | retry."""
     pipe = rt.redis.pipeline(transaction=False)
-    queue_state_read(rt, pipe, d)
+    queue_state_read(rt, pipe, d.appointment_key, d.target)
     prep = prepare(rt, d, known or {}, pipe.execute())
     if isinstance(prep, str):
         return prep
