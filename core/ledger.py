@@ -24,7 +24,7 @@ from core.redis_client import queue_script
 from core.waiters import CircuitWaiters
 
 SNAPSHOT_READS = 6  # answers a queued snapshot adds to its pipeline
-COMMIT_ANSWERS = 3  # answers from the first one `queue_commit` names
+COMMIT_ANSWERS = 2  # answers from the first one `queue_commit` names
 
 
 @dataclass(frozen=True)
@@ -171,13 +171,16 @@ class Ledger(DeliveryRecords):
                      status: str, order: int, deliveries: list[Delivery], event_hash: str,
                      unprocessed: str, event_state: str, event_reason: str = "",
                      extra: Callable[[Any], None] | None = None,
-                     existing: set[str] | frozenset[str] = frozenset()) -> int:
+                     existing: set[str] | frozenset[str] = frozenset(),
+                     appointment_fields: dict[str, str] | None = None) -> int:
         """`accept`'s writes, added to the caller's MULTI. Returns the index of the woken
-        events' answer. `existing`: delivery ids whose record is kept (a retry)."""
+        events' answer. `existing`: delivery ids whose record is kept (a retry);
+        `appointment_fields`: more fields of the appointment's hash, set in the same HSET."""
         now = repr(clock.now())
         pipe.hset(self.appt(key), mapping={
             "last_sequence": sequence, "last_created": repr(created_at),
             "last_event_id": event_id, "status": status, "updated_at": now,
+            **(appointment_fields or {}),
         })
         pipe.hset(self.appt(key) + ":seen", mark, event_id)
         pipe.hset(self.appt(key) + ":accepted", event_id, order)
@@ -307,12 +310,11 @@ class Ledger(DeliveryRecords):
         self._queue_dequeue(pipe, d)
         queue_script(pipe, self._progress, [event_hash, dead_letter_index, self.to_resolve],
                      [now, "resolve"])
-        pipe.get(dead_letter_index)
         return at
 
     @staticmethod
     def committed_from(answers: list[Any]) -> Committed:
-        _, open_left, dl_id = answers
+        _, (open_left, dl_id) = answers
         return Committed(int(open_left), dl_id.decode() if dl_id else None)
 
     def _queue_dequeue(self, pipe: Any, d: Delivery) -> None:
@@ -331,7 +333,7 @@ class Ledger(DeliveryRecords):
         self._queue_dequeue(pipe, d)
         queue_script(pipe, self._progress, [event_hash, dead_letter_index, self.to_resolve],
                      [now, ""])
-        return int(pipe.execute()[-1])
+        return int(pipe.execute()[-1][0])
 
     def requeue(self, d: Delivery, *, force: bool, event_hash: str) -> bool:
         """Replay: the delivery goes back in its queue (see REQUEUE). False: already queued."""

@@ -4,9 +4,10 @@
 START_ATTEMPT = """
 local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 if n == 1 or tonumber(redis.call('HGET', KEYS[1], 'first_attempt_at') or '0') == 0 then
-  redis.call('HSET', KEYS[1], 'first_attempt_at', ARGV[1])
+  redis.call('HSET', KEYS[1], 'first_attempt_at', ARGV[1], 'state', 'sending', 'updated_at', ARGV[1])
+else
+  redis.call('HSET', KEYS[1], 'state', 'sending', 'updated_at', ARGV[1])
 end
-redis.call('HSET', KEYS[1], 'state', 'sending', 'updated_at', ARGV[1])
 return n
 """
 
@@ -16,28 +17,32 @@ return n
 WAKE = """
 local woken = {}
 for i = 4, #KEYS do
-  for _, id in ipairs(redis.call('SMEMBERS', KEYS[i])) do
-    redis.call('ZADD', KEYS[1], ARGV[1], id)
-    redis.call('ZREM', KEYS[2], 'wait:' .. id)
-    woken[#woken + 1] = id
+  local waiting = redis.call('SMEMBERS', KEYS[i])
+  if #waiting > 0 then
+    for _, id in ipairs(waiting) do
+      redis.call('ZADD', KEYS[1], ARGV[1], id)
+      redis.call('ZREM', KEYS[2], 'wait:' .. id)
+      woken[#woken + 1] = id
+    end
+    redis.call('DEL', KEYS[i])
+    redis.call('SREM', KEYS[3], ARGV[i - 2])
   end
-  redis.call('DEL', KEYS[i])
-  redis.call('SREM', KEYS[3], ARGV[i - 2])
 end
 return woken
 """
 
 # One delivery of an event is final. KEYS: event hash, dead-letter index of the delivery,
 # the set of dead letters to resolve. ARGV: now, "resolve" when the delivery went through.
-# Returns the event's open deliveries left.
+# Returns {the event's open deliveries left, the delivery's dead-letter id or false}.
 PROGRESS = """
 local left = redis.call('HINCRBY', KEYS[1], 'open_deliveries', -1)
 if left <= 0 then redis.call('HSET', KEYS[1], 'state', 'done', 'reason', '', 'updated_at', ARGV[1]) end
+local dl = false
 if ARGV[2] == 'resolve' then
-  local dl = redis.call('GET', KEYS[2])
+  dl = redis.call('GET', KEYS[2])
   if dl then redis.call('SADD', KEYS[3], dl) end
 end
-return left
+return {left, dl}
 """
 
 # Put a dead or skipped delivery back in its queue, once. KEYS: delivery hash, event hash,

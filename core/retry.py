@@ -33,8 +33,8 @@ class CircuitState:
 
 # KEYS: circuit hash, probe key. Returns 1 when this closed an open circuit.
 _SUCCESS = """
-local open_until = redis.call('HGET', KEYS[1], 'open_until')
-local failures = redis.call('HGET', KEYS[1], 'failures')
+local state = redis.call('HMGET', KEYS[1], 'open_until', 'failures')
+local open_until, failures = state[1], state[2]
 if (failures == false or failures == '0') and (open_until == false or open_until == '0') then
   return 0
 end

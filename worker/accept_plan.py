@@ -106,10 +106,6 @@ def queue_plan(rt: Runtime, pipe: Any, event: AppointmentEvent, plan: Plan,
         elif plan.state == "accepted":
             rt.audit.queue(pipe, "system", "event.accepted", eid, appointment_key=key,
                            message_event=plan.message_event, targets=plan.targets)
-        if event.recurring:
-            pipe.hset(ledger.appt(key), "recurring", event.series_uid or "1")
-        if event.kind is not EventKind.NO_SHOW:
-            pipe.hset(ledger.appt(key), "booking_event_id", eid)
 
     existing = ({d.id for d in plan.deliveries if rt.redis.exists(ledger.delivery_key(d.id))}
                 if force else set())  # records only a forced run can find (a fresh one makes them)
@@ -118,7 +114,18 @@ def queue_plan(rt: Runtime, pipe: Any, event: AppointmentEvent, plan: Plan,
         sequence=plan.sequence, created_at=event.created_at.timestamp(),
         status=event.kind.value, order=plan.order, deliveries=plan.deliveries,
         event_hash=rt.store.keys.event(eid), unprocessed=rt.store.keys.unprocessed,
-        event_state=plan.state, event_reason=plan.reason, extra=audit, existing=existing)
+        event_state=plan.state, event_reason=plan.reason, extra=audit, existing=existing,
+        appointment_fields=appointment_fields(event))
+
+
+def appointment_fields(event: AppointmentEvent) -> dict[str, str]:
+    """What the appointment's hash also keeps of an accepted event."""
+    fields = {}
+    if event.recurring:
+        fields["recurring"] = event.series_uid or "1"
+    if event.kind is not EventKind.NO_SHOW:  # a no-show goes out with this event's times
+        fields["booking_event_id"] = event.event_id
+    return fields
 
 
 def log_plan(event: AppointmentEvent, plan: Plan) -> None:
