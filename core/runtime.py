@@ -21,6 +21,9 @@ from core.store import EventStore
 # kick(appointment_key, target, countdown) / reprocess(event_id, force)
 Kick = Callable[[str, str, float | None], None]
 Reprocess = Callable[[str, bool], None]
+# kick_many(appointment_keys, target): one task drains the first message of each (a batch)
+KickMany = Callable[[list[str], str], None]
+KICK_MANY_CHUNK = 16  # keys per task: a few tasks, so that the worker processes share them
 # settings -> a Runtime whose kick/reprocess send tasks (the composition root supplies it)
 RuntimeFactory = Callable[[Settings], "Runtime"]
 
@@ -38,10 +41,21 @@ class Runtime:
     reprocess: Reprocess
     metrics: Metrics
     conflicts: ConflictChecker
+    kick_many: KickMany | None = None
+
+    def kick_all(self, keys: list[str], target: str) -> None:
+        """Drain these queues of one target: a few batch tasks (one task each without
+        `kick_many`)."""
+        if self.kick_many is None:
+            for key in keys:
+                self.kick(key, target, None)
+            return
+        for start in range(0, len(keys), KICK_MANY_CHUNK):
+            self.kick_many(keys[start:start + KICK_MANY_CHUNK], target)
 
     @classmethod
     def build(cls, settings: Settings, kick: Kick, reprocess: Reprocess,
-              client: redis.Redis | None = None) -> Runtime:
+              client: redis.Redis | None = None, kick_many: KickMany | None = None) -> Runtime:
         client = client or make_redis(settings)
         cipher = Cipher(settings.security.encryption_keys)
         prefix = settings.key_prefix
@@ -52,4 +66,5 @@ class Runtime:
             breaker=CircuitBreaker(client, settings.delivery, prefix),
             audit=AuditLog(client, prefix), kick=kick, reprocess=reprocess,
             metrics=Metrics(client, prefix), conflicts=ConflictChecker(client, cipher, prefix),
+            kick_many=kick_many,
         )

@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from adapters.calcom import api as calcom_api
-from adapters.calcom.payload import normalise, parse_body
-from core.errors import PayloadError
 from core.faults import crash_point
 from core.ledger import SNAPSHOT_READS, AppointmentSnapshot
 from core.lookup import find_provider
@@ -29,7 +27,7 @@ from core.runtime import Runtime
 from core.store import StoredEvent
 from worker.accept_plan import Plan, decide, log_plan, missing_predecessor, queue_plan
 from worker.drain_batch import drain_many
-from worker.events import Loaded
+from worker.events import Loaded, normalise_many
 
 log = logging.getLogger(__name__)
 
@@ -106,42 +104,30 @@ def _load(rt: Runtime, event_ids: list[str]) -> tuple[list[Taken], set[str]]:
     pipe = rt.redis.pipeline(transaction=False)
     for event_id in event_ids:
         pipe.hgetall(rt.store.keys.event(event_id))
-    parsed, slow = [], set()
+    stored, slow = [], set()
     for event_id, data in zip(event_ids, pipe.execute(), strict=True):
         try:
-            stored = rt.store.decode(event_id, data)
-            if stored is None or stored.state != "received":
-                slow.add(event_id)  # missing, or not new: the long way knows what to do
-                continue
-            body = parse_body(stored.body)
-            asked: set[str] = set()
-            normalise(event_id, body, lambda uid, asked=asked: asked.add(uid))  # which uids
-            parsed.append((stored, body, asked))
+            found = rt.store.decode(event_id, data)
         except Exception:  # noqa: BLE001 - the long way dead-letters it with the reason
-            slow.add(event_id)
-    uids = sorted({uid for _, _, asked in parsed for uid in asked})
-    known = dict(zip(uids, rt.redis.mget([rt.ledger.uid_key(u) for u in uids]), strict=True)) \
-        if uids else {}
+            found = None
+        if found is None or found.state != "received":
+            slow.add(event_id)  # missing, unreadable, or not new: the long way knows what to do
+        else:
+            stored.append(found)
+    events = normalise_many(rt, stored)
     blocker = calcom_api.BlockerType.from_settings(rt.settings.calcom)
     api_provider = any(p.strategy == "api" for p in rt.settings.providers)
     taken, keys = [], set()
-    for stored, body, _ in parsed:
-        try:
-            event = normalise(stored.event_id, body, lambda uid: _text(known.get(uid)))
-        except (PayloadError, ValueError, KeyError, TypeError):
-            slow.add(stored.event_id)
-            continue
-        # a possible echo of an EHR block, or a second event for one appointment: the long way
-        if blocker.matches(event) or api_provider or event.appointment_key in keys:
-            slow.add(stored.event_id)
+    for s in stored:
+        event = events[s.event_id]
+        # a bad body, a possible echo of an EHR block, a second event for one appointment
+        if not isinstance(event, AppointmentEvent) or blocker.matches(event) or api_provider \
+                or event.appointment_key in keys:
+            slow.add(s.event_id)
             continue
         keys.add(event.appointment_key)
-        taken.append(Taken(stored, event))
+        taken.append(Taken(s, event))
     return taken, slow
-
-
-def _text(value: bytes | None) -> str | None:
-    return value.decode() if value else None
 
 
 def _lock(rt: Runtime, taken: list[Taken]) -> tuple[list[Taken], set[str]]:

@@ -274,8 +274,7 @@ def after_delivered(rt: Runtime, d: Delivery, answers: list[Any]) -> str:
     if committed.dead_letter_id:  # a replayed dead letter went through (the sweep too, if we die)
         resolve_delivered(rt, committed.dead_letter_id)
     if answers[COMMIT_ANSWERS]:  # this closed the circuit: wake a bounded batch of waiting
-        for key in rt.ledger.waiters.claim(d.target, WAKE_IN_FLIGHT, clock.now()):  # queues
-            rt.kick(key, d.target, None)
+        rt.kick_all(rt.ledger.waiters.claim(d.target, WAKE_IN_FLIGHT, clock.now()), d.target)
     return "done"
 
 

@@ -36,7 +36,7 @@ from worker.delivery import (
     record_failure,
     send_attempt,
 )
-from worker.events import Loaded
+from worker.events import Loaded, load_events
 
 
 @dataclass
@@ -115,14 +115,18 @@ def _ready(rt: Runtime, held: list[Queue], again: list[Queue],
         queue_state_read(rt, pipe, q.key, q.target)
     answers, step = pipe.execute(), 2 + STATE_READS
     now = clock.now()
-    prepared: list[tuple[Queue, Delivery, Prepared]] = []
+    found = []
     for i, q in enumerate(heads):
         data, attempts, *state = answers[i * step:(i + 1) * step]
         d = Delivery.from_record(q.head, data, attempts)
         if d is None or d.next_attempt_at > now:
             again.append(q)
-            continue
-        prep = prepare(rt, d, q.known, state)
+        else:
+            found.append((q, d, state))
+    loaded = load_events(rt, [d.event_id for q, d, _ in found if d.event_id not in q.known])
+    prepared: list[tuple[Queue, Delivery, Prepared]] = []
+    for q, d, state in found:
+        prep = prepare(rt, d, {**loaded, **q.known}, state)
         if isinstance(prep, str):  # skipped or dead-lettered: the queue goes on
             check.append(q)
             continue
@@ -183,6 +187,9 @@ def _release(rt: Runtime, held: list[Queue]) -> None:
     pipe = rt.redis.pipeline(transaction=False)
     for q in held:
         rt.ledger.waiters.queue_release(pipe, q.lock, q.token, q.key, q.target, clock.now())
-    for q, following in zip(held, pipe.execute(), strict=True):
-        if following:
-            rt.kick(following.decode(), q.target, None)
+    following: dict[str, list[str]] = {}
+    for q, claimed in zip(held, pipe.execute(), strict=True):
+        if claimed:
+            following.setdefault(q.target, []).append(claimed.decode())
+    for target, keys in following.items():
+        rt.kick_all(keys, target)

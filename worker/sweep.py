@@ -131,8 +131,7 @@ def _circuits(rt: Runtime, now: float, batch: int) -> dict[str, int]:
             keys += waiters.claim(target, 1, now, probe=True)
         elif state == "closed":
             keys += waiters.claim(target, min(batch, WAKE_IN_FLIGHT - in_flight), now)
-        for key in keys:
-            rt.kick(key, target, None)
+        rt.kick_all(keys, target)
         woken += len(keys)
     return {"circuit_woken": woken, "circuit_waiting": waiting}
 

@@ -16,6 +16,7 @@ from core.config import Settings
 from core.runtime import Runtime
 from worker import delivery, pipeline
 from worker.batch import process_batch
+from worker.drain_batch import drain_many
 from worker.sweep import sweep
 
 log = logging.getLogger(__name__)
@@ -31,12 +32,15 @@ def register(app: Celery, settings: Settings) -> None:
     def reprocess(event_id: str, force: bool) -> None:
         app.send_task("calehr.process_event", args=[event_id], kwargs={"force": force})
 
+    def kick_many(keys: list[str], target: str) -> None:
+        app.send_task("calehr.drain_many", args=[keys, target])
+
     def rt() -> Runtime:
         global _runtime
         if _runtime is None:  # built lazily: after the prefork, one per child process
             with _runtime_lock:  # the threads pool: one Runtime (and MLLP socket) per process
                 if _runtime is None:
-                    _runtime = Runtime.build(settings, kick, reprocess)
+                    _runtime = Runtime.build(settings, kick, reprocess, kick_many=kick_many)
         return _runtime
 
     @app.task(name="calehr.process_event", bind=True, max_retries=None)
@@ -60,6 +64,15 @@ def register(app: Celery, settings: Settings) -> None:
             return delivery.drain(rt(), key, target)
         except redis.RedisError as exc:
             raise self.retry(countdown=min(30, 2 ** min(self.request.retries, 5)), exc=exc) from None
+
+    @app.task(name="calehr.drain_many", bind=True, max_retries=None)
+    def drain_many_task(self: Task, keys: list[str], target: str) -> str:
+        """Queues woken together (a circuit closed): their first messages in one batch."""
+        try:
+            drain_many(rt(), [(key, target, {}) for key in keys])
+        except redis.RedisError as exc:
+            raise self.retry(countdown=min(30, 2 ** min(self.request.retries, 5)), exc=exc) from None
+        return "done"
 
     @app.task(name="calehr.reconcile", bind=True, max_retries=0)
     def reconcile_task(self: Task) -> dict:
