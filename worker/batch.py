@@ -28,6 +28,7 @@ from core.store import StoredEvent
 from worker.accept_plan import Plan, decide, log_plan, missing_predecessor, queue_plan
 from worker.drain_batch import drain_many
 from worker.events import Loaded, normalise_many
+from worker.pipeline import follow_up
 
 log = logging.getLogger(__name__)
 
@@ -199,14 +200,12 @@ def _commit(rt: Runtime, decided: list[Taken]) -> None:
 def _follow_up(rt: Runtime, decided: list[Taken]) -> None:
     """What process_event's follow-up does; for most events only leaving the unprocessed set,
     for all of them in one command."""
-    from worker.pipeline import _follow_up as follow_up_one
-
     done = []
     for t in decided:
         cancel = t.plan.state in ("accepted", "unrouted") and t.event.kind is EventKind.CANCELLED \
             and t.stored.source != "reconciliation"
         if t.dead_letter or cancel:
-            follow_up_one(rt, t.event_id, t.plan.state, t.event, t.stored.source)
+            follow_up(rt, t.event_id, t.plan.state, t.event, t.stored.source)
         else:
             done.append(t.event_id)
     if done:

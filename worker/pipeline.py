@@ -36,7 +36,7 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
         log.error("event not found", extra={"event_id": event_id})
         return "missing"
     if stored.state in FINAL_STATES and not force:
-        _follow_up(rt, event_id, stored.state, None, stored.source)  # a retry after a crash
+        follow_up(rt, event_id, stored.state, None, stored.source)  # a retry after a crash
         return stored.state
     try:
         event = normalise(event_id, parse_body(stored.body), rt.ledger.resolve)
@@ -74,7 +74,7 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
         lock.release()
     for waiting_id in woken:  # woken in the accept's MULTI; the sweep re-sends them otherwise
         rt.reprocess(waiting_id, False)
-    _follow_up(rt, event_id, state, event, stored.source)  # before the drain: durable on its own
+    follow_up(rt, event_id, state, event, stored.source)  # before the drain: durable on its own
 
     if len(targets) == 1:  # deliver now in this task: saves a Celery round trip per booking
         from worker.delivery import drain
@@ -90,7 +90,7 @@ def process_event(rt: Runtime, event_id: str, force: bool = False) -> str:
     return state
 
 
-def _follow_up(rt: Runtime, event_id: str, state: str, event: AppointmentEvent | None,
+def follow_up(rt: Runtime, event_id: str, state: str, event: AppointmentEvent | None,
                source: str) -> None:
     """The last steps after an accept. Each is safe to repeat, and the event stays in the
     unprocessed set (the sweep re-runs it) until they are done: no step relies on this task."""
