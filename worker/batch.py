@@ -72,6 +72,8 @@ def process_batch(rt: Runtime, event_ids: list[str], one: Callable[[str], str]) 
     taken, busy = _lock(rt, taken)
     slow |= busy
     try:
+        if taken:
+            confirm(rt.redis, rt.settings.redis, rt.settings.key_prefix)  # locks a failover keeps
         _snapshot(rt, taken)
         decided = [t for t in taken if _plan(rt, t)]
         slow |= {t.event_id for t in taken if t.plan is None}
@@ -142,8 +144,6 @@ def _lock(rt: Runtime, taken: list[Taken]) -> tuple[list[Taken], set[str]]:
         t.token = uuid.uuid4().hex
         pipe.set(t.lock, t.token, nx=True, px=hold_ms)
     held = [t for t, ok in zip(taken, pipe.execute(), strict=True) if ok]
-    if held:
-        confirm(rt.redis, rt.settings.redis, rt.settings.key_prefix)  # locks a failover keeps
     return held, {t.event_id for t in taken if t not in held}
 
 

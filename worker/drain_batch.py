@@ -58,6 +58,8 @@ def drain_many(rt: Runtime, items: list[tuple[str, str, dict[str, Loaded]]]) -> 
     kicked: list[Queue] = []  # a drain task each
     check: list[Queue] = []  # a head may have come in behind ours: look again once released
     try:
+        if held:
+            confirm(rt.redis, rt.settings.redis, rt.settings.key_prefix)  # locks a failover keeps
         ready = _ready(rt, held, again, check)
         sent = _send(rt, ready, again, kicked)
         _commit(rt, sent)
@@ -95,8 +97,6 @@ def _lock(rt: Runtime, queues: list[Queue]) -> list[Queue]:
             head = answers[2 * i + 1]
             q.head = head[0].decode() if head and q.target in closed else None
             held.append(q)
-    if held:
-        confirm(rt.redis, rt.settings.redis, rt.settings.key_prefix)  # locks a failover keeps
     return held
 
 
