@@ -73,7 +73,8 @@ def ingest(seconds: float, connections: int, web_workers: int = 2) -> tuple[list
             health = _closed(base, [b""] * 5000, connections, "/healthz")
             hooks = _closed(base, [booking(i, "I") for i in range(3000)], connections)
         stored = sum(1 for _ in st.redis.scan_iter("calehr:event-hash:*", count=1000))
-    common = {"tool": tool, "connections": connections, "web_workers": web_workers}
+    common = {"tool": tool, "connections": connections, "web_workers": web_workers,
+              "web_threads": st.web_threads}
     base_line = {"figure": "ingest_baseline", "route": "GET /healthz",
                  "per_s": round(health["requests"] / health["seconds"]),
                  "p50_ms": health["p50_ms"], "p99_ms": health["p99_ms"], **common}
