@@ -77,6 +77,10 @@ def table(figures: list[dict]) -> str:
                          ""))
             rows.append(("ingest ratio to /healthz", f"{f['ratio_to_baseline']}",
                          f">= {TARGETS['ingest']}"))
+            cpu = f["cpu_us_per_request"]
+            rows.append(("ingest CPU per webhook", f"{sum(v for k, v in cpu.items() if k != 'other')} µs "
+                         f"(web {cpu['web']}, Redis {cpu['redis']}, client {cpu['client']}); "
+                         f"CPU ratio to /healthz {f['cpu_ratio_to_baseline']}", ""))
         elif kind == "ingest_baseline":
             rows.append(("/healthz req/s", f"{f['per_s']} (p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms)",
                          ""))
