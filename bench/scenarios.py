@@ -62,28 +62,52 @@ def ingest(seconds: float, connections: int, web_workers: int = 2) -> tuple[list
             warm = write_bodies(st.tmp / "warm.txt", 3000, "W")
             wrk(f"{base}/healthz", 2, connections)
             warmed = wrk(f"{base}/webhooks/calcom", 2, connections, warm)["requests"]
-            health = wrk(f"{base}/healthz", seconds, connections)
+            health = _costed(st, lambda: wrk(f"{base}/healthz", seconds, connections))
             bodies = write_bodies(st.tmp / "bodies.txt", int(seconds * 3000), "I")
-            hooks = wrk(f"{base}/webhooks/calcom", seconds, connections, bodies)
+            hooks = _costed(st, lambda: wrk(f"{base}/webhooks/calcom", seconds, connections, bodies))
         else:  # fallback: the threaded client, a fixed count instead of a fixed time
             tool = "python-threads"
             warmed = 500
             post_all(base, [b""] * 500, threads=connections, path="/healthz")
             post_all(base, [booking(i, "W") for i in range(warmed)], threads=connections)
-            health = _closed(base, [b""] * 5000, connections, "/healthz")
-            hooks = _closed(base, [booking(i, "I") for i in range(3000)], connections)
+            health = _costed(st, lambda: _closed(base, [b""] * 5000, connections, "/healthz"))
+            hooks = _costed(st, lambda: _closed(base, [booking(i, "I") for i in range(3000)],
+                                                connections))
         stored = sum(1 for _ in st.redis.scan_iter("calehr:event-hash:*", count=1000))
-    common = {"tool": tool, "connections": connections, "web_workers": web_workers}
+    common = {"tool": tool, "connections": connections, "web_workers": web_workers,
+              "web_threads": st.web_threads}
     base_line = {"figure": "ingest_baseline", "route": "GET /healthz",
                  "per_s": round(health["requests"] / health["seconds"]),
-                 "p50_ms": health["p50_ms"], "p99_ms": health["p99_ms"], **common}
+                 "p50_ms": health["p50_ms"], "p99_ms": health["p99_ms"],
+                 "cpu_us_per_request": health["cpu_us"], **common}
     webhook = {"figure": "ingest", "route": "POST /webhooks/calcom",
                "per_s": round(hooks["requests"] / hooks["seconds"]),
                "p50_ms": hooks["p50_ms"], "p99_ms": hooks["p99_ms"],
                "non_2xx": hooks["non_2xx"] + hooks["socket_errors"], "repeated_bodies": hooks["wrapped"],
-               "stored_events": stored - warmed, **common}
+               "stored_events": stored - warmed, "cpu_us_per_request": hooks["cpu_us"], **common}
     webhook["ratio_to_baseline"] = round(webhook["per_s"] / base_line["per_s"], 3)
+    # what the ratio tends to when both routes are CPU-bound: steadier than the throughput
+    # ratio while other jobs share the machine
+    webhook["cpu_ratio_to_baseline"] = round(
+        sum(v for k, v in health["cpu_us"].items() if k != "other")
+        / max(1, sum(v for k, v in hooks["cpu_us"].items() if k != "other")), 3)
     return [base_line, webhook], st.memory.figures()
+
+
+def _costed(st: BenchStack, run: Callable[[], dict]) -> dict:
+    """`run()`'s figures plus CPU µs per request: web, Redis, the load client (wrk is a child
+    process, the threaded client is this one) and `other` (the rest of the machine)."""
+    before, kids = st.cpu(), os.times()
+    done = run()
+    after, kids_after = st.cpu(), os.times()
+    n = max(1, done["requests"])
+    client = (after["client"] - before["client"]
+              + kids_after.children_user + kids_after.children_system
+              - kids.children_user - kids.children_system)
+    used = {"web": after["web"] - before["web"], "redis": after["redis"] - before["redis"],
+            "client": client}
+    used["other"] = max(0.0, after["machine"] - before["machine"] - sum(used.values()))
+    return {**done, "cpu_us": {k: round(1e6 * v / n) for k, v in used.items()}}
 
 
 def _closed(base: str, bodies: list[bytes], threads: int, path: str = "/webhooks/calcom") -> dict:

@@ -15,6 +15,7 @@ from types import TracebackType
 import redis
 
 from bench.procfs import PeakMemory, cpu_seconds, machine_busy_seconds
+from calehr.webserver import THREADS
 from core.embedded_redis import EmbeddedRedis
 from tests.support import (
     Proc,
@@ -92,11 +93,11 @@ class BenchStack:
         self.procs[name] = proc
         return proc
 
-    web_threads = 1  # gunicorn --threads (1: the sync worker); `python -m bench --web-threads`
+    web_threads = THREADS  # gunicorn --threads per gthread worker; `python -m bench --web-threads`
 
     def web(self, workers: int = 2) -> str:
         port = free_port()
-        cmd = web_cmd(port, workers) + ["--threads", str(self.web_threads)]
+        cmd = web_cmd(port, workers, self.web_threads)
         self.memory.watch("web", self._start("web", cmd).pid)
         base = f"http://127.0.0.1:{port}"
         wait_http(f"{base}/healthz")
@@ -112,8 +113,8 @@ class BenchStack:
     def bare(self, processes: int, web_workers: int = 2) -> str:
         """The bare pipeline (bench/bare.py) instead of the bridge: web and worker on this Redis."""
         port = free_port()
-        web = [*web_cmd(port, web_workers)[:3], "bench.bare:web", *web_cmd(port, web_workers)[4:],
-               "--threads", str(self.web_threads)]
+        ours = web_cmd(port, web_workers, self.web_threads)  # [python -m gunicorn app ...]
+        web = [*ours[:3], "bench.bare:web", *ours[4:]]
         self.memory.watch("web", self._start("web", web).pid)
         base = f"http://127.0.0.1:{port}"
         wait_http(f"{base}/healthz")

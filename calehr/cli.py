@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from calehr.webserver import THREADS, gunicorn_cmd
 from core.config import ConfigError, Settings
 
 
@@ -62,8 +63,8 @@ def _settings_with_redis() -> Settings:
 
 def cmd_web(args: argparse.Namespace) -> int:
     _settings_with_redis()
-    cmd = [sys.executable, "-m", "gunicorn", "calehr.wsgi:app", "--bind",
-           f"{args.host}:{args.port}", "--workers", str(args.workers), "--access-logfile", "-",
+    cmd = [*gunicorn_cmd(f"{args.host}:{args.port}", args.workers, args.threads),
+           "--access-logfile", "-",
            # path only (%(U)s): query strings carry the ICS feed token
            "--access-logformat", '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms',
            "--graceful-timeout", "20", "--timeout", "30"]
@@ -210,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--host", default="127.0.0.1")
     web.add_argument("--port", type=int, default=8000)
     web.add_argument("--workers", type=int, default=2)
+    web.add_argument("--threads", type=int, default=THREADS,
+                     help="threads per worker (gthread; calehr/webserver.py says why)")
     web.set_defaults(func=cmd_web)
 
     wk = sub.add_parser("worker", help="run a Celery worker")

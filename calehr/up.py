@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from calehr.supervise import Supervisor
+from calehr.webserver import gunicorn_cmd
 from core.config import ConfigError, Settings
 from core.crypto import new_key
 from core.embedded_redis import EmbeddedRedis
@@ -80,8 +81,7 @@ def first_admin(settings: Settings) -> str | None:
 def _commands(args: argparse.Namespace, var_dir: Path) -> dict[str, list[str]]:
     py = sys.executable
     commands = {
-        "web": [py, "-m", "gunicorn", "calehr.wsgi:app", "--bind", f"{args.host}:{args.port}",
-                "--workers", str(args.workers), "--graceful-timeout", "10"],
+        "web": [*gunicorn_cmd(f"{args.host}:{args.port}", args.workers), "--graceful-timeout", "10"],
         "worker": [py, "-m", "celery", "-A", "calehr.celery_app", "worker", "-Q", "calehr",
                    "-c", str(args.concurrency), "--loglevel", "INFO", "--without-gossip",
                    "--without-mingle", "--hostname", f"calehr-up-{os.getpid()}@%h"],

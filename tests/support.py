@@ -217,9 +217,11 @@ def beat_cmd(schedule: Path) -> list[str]:
             "INFO", "--schedule", str(schedule)]
 
 
-def web_cmd(port: int, workers: int = 2) -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "calehr.wsgi:app", "--bind", f"127.0.0.1:{port}",
-            "--workers", str(workers)]
+def web_cmd(port: int, workers: int = 2, threads: int | None = None) -> list[str]:
+    """gunicorn as `calehr web` runs it (calehr/webserver.py), on loopback."""
+    from calehr.webserver import THREADS, gunicorn_cmd
+
+    return gunicorn_cmd(f"127.0.0.1:{port}", workers, threads or THREADS)
 
 
 def ehr_sim_cmd(port: int, out: Path, ack: str = "AA", delay_ms: int = 0,

@@ -62,3 +62,15 @@ def test_ha_profile_runs_master_replica_three_sentinels_two_webs_two_workers_and
         assert "healthcheck" in service, name
     assert not any(s.get("profiles") for n, s in services.items() if n in
                    ("redis", "web", "worker", "beat", "mllp"))  # the single-Redis layout as it was
+
+
+def test_every_web_in_compose_runs_calehr_web_so_it_gets_the_threaded_workers():
+    """`calehr web` builds gunicorn's command line (calehr/webserver.py: gthread workers); a
+    service that called gunicorn itself would run other settings than the ones measured."""
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    webs = {n: s["command"] for n, s in services.items() if "web" in n}
+    assert set(webs) == {"web", "web-ha-1", "web-ha-2"}
+    for name, command in webs.items():
+        assert command[:2] == ["calehr", "web"], name
+        assert "--threads" not in command and "--worker-class" not in command, name
+    assert not any("gunicorn" in " ".join(s.get("command") or []) for s in services.values())

@@ -31,6 +31,9 @@ WAIT_SECONDS = 1.0  # how long one pop blocks (also how soon a stop is noticed)
 LINGER_SECONDS = 0.002  # after the first id, let a burst gather: fewer, fuller tasks
 QUEUE_AHEAD = 8  # tasks already waiting in the broker: the workers are busy; the ids wait in
 BUSY_PAUSE_SECONDS = 0.02  # the list, where each batch task claims more (worker/tasks.py)
+# while the workers stay busy the pause doubles up to this, so that a long backlog (or no
+# worker at all) does not cost the web process a Redis round trip every 20 ms
+BUSY_PAUSE_MAX_SECONDS = 0.2
 
 SendBatch = Callable[[list[str]], None]
 
@@ -45,11 +48,16 @@ def split(ids: list[str], per_task: int = TASK_MAX, spread: int = SPREAD) -> lis
     return [ids[i:i + size] for i in range(0, len(ids), size)]
 
 
+def broker_busy(store: EventStore, broker_queue: str) -> bool:
+    """QUEUE_AHEAD tasks or more wait in the broker: the workers have enough to do."""
+    return store.r.llen(broker_queue) >= QUEUE_AHEAD
+
+
 def dispatch_once(store: EventStore, send: SendBatch, wait: float = WAIT_SECONDS,
                   broker_queue: str | None = None) -> int:
     """One round: pop what is there (waiting up to `wait` s for the first) and send it.
     With `broker_queue`: nothing while that many tasks wait there already (back-pressure)."""
-    if broker_queue is not None and store.r.llen(broker_queue) >= QUEUE_AHEAD:
+    if broker_queue is not None and broker_busy(store, broker_queue):
         time.sleep(BUSY_PAUSE_SECONDS)
         return 0
     ids = store.take_dispatch(BATCH_MAX, wait)
@@ -67,13 +75,21 @@ def dispatch_once(store: EventStore, send: SendBatch, wait: float = WAIT_SECONDS
 
 def start_dispatcher(store: EventStore, send: SendBatch,
                      broker_queue: str | None = TASK_QUEUE) -> threading.Event:
-    """A daemon thread running dispatch_once until the returned event is set."""
+    """A daemon thread running dispatch_once until the returned event is set. While the
+    broker queue stays long it checks again after 20, 40, 80 ms ... at most
+    BUSY_PAUSE_MAX_SECONDS."""
     stop = threading.Event()
 
     def run() -> None:
+        pause = BUSY_PAUSE_SECONDS
         while not stop.is_set():
             try:
-                dispatch_once(store, send, broker_queue=broker_queue)
+                if broker_queue is not None and broker_busy(store, broker_queue):
+                    stop.wait(pause)
+                    pause = min(2 * pause, BUSY_PAUSE_MAX_SECONDS)
+                    continue
+                pause = BUSY_PAUSE_SECONDS
+                dispatch_once(store, send)
             except redis.RedisError as exc:  # Redis away: webhooks spool meanwhile
                 log.warning("dispatcher cannot reach Redis: %s", exc.__class__.__name__)
                 stop.wait(WAIT_SECONDS)

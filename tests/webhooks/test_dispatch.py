@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 
 import hl7
@@ -19,7 +20,13 @@ from core.store import EventStore
 from tests.factories import appointment_bodies, placer_of
 from tests.support import PHI_STRINGS, config_text, wait_for
 from tests.worker.helpers import dead_letters
-from webhooks.dispatch import QUEUE_AHEAD, TASK_MAX, dispatch_once, split
+from webhooks.dispatch import (
+    QUEUE_AHEAD,
+    TASK_MAX,
+    dispatch_once,
+    split,
+    start_dispatcher,
+)
 
 
 def store_for(settings: Settings, r: redis.Redis) -> EventStore:
@@ -143,3 +150,32 @@ def test_dispatcher_holds_back_while_the_workers_have_a_queue(
     rclient.delete("calehr")  # the workers took the queue
     assert dispatch_once(store, send, wait=0.1, broker_queue="calehr") == 3
     assert [i for _, args, _ in broker_tasks(rclient) for i in args] == ids
+
+
+def test_a_held_back_dispatcher_checks_the_queue_less_and_less_often_then_resumes(
+        tmp_path: Path, redis_url: str, rclient: redis.Redis) -> None:
+    """While the workers' queue stays long, the dispatcher's thread backs off (20 ms doubling
+    to BUSY_PAUSE_MAX_SECONDS) instead of asking Redis 50 times a second; once the queue is
+    short it sends the waiting ids within about one pause."""
+    settings = Settings.from_toml(config_text(tmp_path / "outbox"), {"REDIS_URL": redis_url})
+    store = store_for(settings, rclient)
+    send = make_send_batch(settings)
+    for n in range(QUEUE_AHEAD):
+        send([f"ev_busy{n}"])
+    ids = put_created(store, 2, "B")
+
+    def llen_calls() -> int:
+        return int(rclient.info("commandstats").get("cmdstat_llen", {}).get("calls", 0))
+
+    before = llen_calls()
+    stop = start_dispatcher(store, send)
+    try:
+        time.sleep(1.5)  # the window being measured, not a wait for something to happen
+        checks = llen_calls() - before
+        assert 3 <= checks <= 20, checks  # every 20 ms it would be about 75
+        assert rclient.llen(store.dispatch_key) == 2
+        rclient.delete("calehr")  # the workers took the queue
+        wait_for(lambda: rclient.llen(store.dispatch_key) == 0, 5, 0.02, "the ids sent")
+        assert [i for _, args, _ in broker_tasks(rclient) for i in args] == ids
+    finally:
+        stop.set()
