@@ -56,7 +56,6 @@ def create_app(settings: Settings | None = None, *,
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(calcom.bp)
-    app.wsgi_app = calcom.CalcomIngest(app.wsgi_app, ctx)  # the webhook without Flask's machinery
     from webhooks import fhir_inbound, ics
 
     app.register_blueprint(ics.bp)
