@@ -25,8 +25,8 @@ for i = 4, #KEYS do
       woken[#woken + 1] = id
     end
     redis.call('DEL', KEYS[i])
-    redis.call('SREM', KEYS[3], ARGV[i - 2])
   end
+  redis.call('SREM', KEYS[3], ARGV[i - 2])
 end
 return woken
 """
@@ -71,8 +71,9 @@ return left
 """
 
 # Take back a START_ATTEMPT whose send did not happen (a batch stopped at its target's first
-# failure). KEYS: delivery hash. ARGV: now.
+# failure), while the delivery is still `sending`. KEYS: delivery hash. ARGV: now.
 UNSTART_ATTEMPT = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'sending' then return -1 end
 local n = redis.call('HINCRBY', KEYS[1], 'attempts', -1)
 if n <= 0 then redis.call('HSET', KEYS[1], 'first_attempt_at', 0) end
 redis.call('HSET', KEYS[1], 'state', 'pending', 'updated_at', ARGV[1])

@@ -113,8 +113,8 @@ def _load(rt: Runtime, event_ids: list[str]) -> tuple[list[Taken], set[str]]:
             found = rt.store.decode(event_id, data)
         except Exception:  # noqa: BLE001 - the long way dead-letters it with the reason
             found = None
-        if found is None or found.state != "received":
-            slow.add(event_id)  # missing, unreadable, or not new: the long way knows what to do
+        if found is None:
+            slow.add(event_id)  # missing or unreadable: the long way knows what to do
         else:
             stored.append(found)
     events = normalise_many(rt, stored)
@@ -123,13 +123,17 @@ def _load(rt: Runtime, event_ids: list[str]) -> tuple[list[Taken], set[str]]:
     taken, keys = [], set()
     for s in stored:
         event = events[s.event_id]
-        # a bad body, a possible echo of an EHR block, a second event for one appointment
-        if not isinstance(event, AppointmentEvent) or blocker.matches(event) or api_provider \
-                or event.appointment_key in keys:
+        if not isinstance(event, AppointmentEvent):  # a bad body: dead-lettered the long way
             slow.add(s.event_id)
             continue
+        # not new (a retry, a woken wait), a possible echo of an EHR block, or a second event
+        # for one appointment: the long way, and the appointment's later events in the batch too
+        if s.state != "received" or blocker.matches(event) or api_provider \
+                or event.appointment_key in keys:
+            slow.add(s.event_id)
+        else:
+            taken.append(Taken(s, event))
         keys.add(event.appointment_key)
-        taken.append(Taken(s, event))
     return taken, slow
 
 
@@ -143,8 +147,9 @@ def _lock(rt: Runtime, taken: list[Taken]) -> tuple[list[Taken], set[str]]:
         t.lock = rt.ledger.lock_name(f"appt:{t.event.appointment_key}")
         t.token = uuid.uuid4().hex
         pipe.set(t.lock, t.token, nx=True, px=hold_ms)
-    held = [t for t, ok in zip(taken, pipe.execute(), strict=True) if ok]
-    return held, {t.event_id for t in taken if t not in held}
+    answers = pipe.execute()
+    held = [t for t, ok in zip(taken, answers, strict=True) if ok]
+    return held, {t.event_id for t, ok in zip(taken, answers, strict=True) if not ok}
 
 
 def _unlock(rt: Runtime, taken: list[Taken]) -> None:

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 # renews the lock and answers the queue's head (one round trip where there were two):
 # {1 if the lock was still ours and is renewed else 0, head...}
-_RENEW_HEAD = """
+RENEW_HEAD = """
 local renewed = 0
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -98,7 +98,7 @@ def _drain_locked(rt: Runtime, key: str, target: str, token: str, lock: str, ttl
             rt.ledger.waiters.join(key, target, now)
             return "circuit-open"
         step = deliver_one(rt, d, known)
-        renewed, *heads = rt.redis.eval(_RENEW_HEAD, 2, lock, rt.ledger.pending(key, target),
+        renewed, *heads = rt.redis.eval(RENEW_HEAD, 2, lock, rt.ledger.pending(key, target),
                                         token, ttl_ms)
         if not renewed:  # lost (expired, a failover)
             return "lost-lock"  # stop: another worker may hold this queue now
@@ -156,12 +156,9 @@ def prepare(rt: Runtime, d: Delivery, known: dict[str, Loaded],
 
 
 def queue_start(rt: Runtime, pipe: Any, d: Delivery, prep: Prepared) -> int:
-    """Count the attempt and note the state the EHR is about to hold (before the send: an EHR
-    that echoes our message at once finds it). Returns the index of the attempt number."""
+    """Count the attempt (before the send). Returns the index of the attempt number."""
     at = len(pipe)
     rt.ledger.queue_start_attempt(pipe, d.id)
-    EhrEchoLedger(rt.redis, rt.settings.key_prefix).queue_sent(
-        pipe, d.appointment_key, d.target, prep.ehr_state)
     return at
 
 
@@ -264,6 +261,9 @@ def queue_delivered(rt: Runtime, pipe: Any, d: Delivery, prep: Prepared, entry: 
         event_hash=rt.store.keys.event(d.event_id),
         dead_letter_index=rt.deadletters.delivery_index(d.id))
     rt.breaker.queue_success(pipe, d.target)  # right after the commit's answers
+    # what the EHR holds changes once it has ACKed (a failed send leaves what it made as it was)
+    EhrEchoLedger(rt.redis, rt.settings.key_prefix).queue_sent(
+        pipe, d.appointment_key, d.target, prep.ehr_state)
     rt.metrics.queue_delivered(pipe, d.target, latency)
     return at
 

@@ -24,6 +24,7 @@ from core.retry import CircuitBreaker
 from core.runtime import Runtime
 from worker.delivery import (
     DELIVERED_ANSWERS,
+    RENEW_HEAD,
     STATE_READS,
     Prepared,
     after_delivered,
@@ -54,6 +55,7 @@ def drain_many(rt: Runtime, items: list[tuple[str, str, dict[str, Loaded]]]) -> 
     queues = [Queue(key, target, known, rt.ledger.lock_name(f"drain:{key}|{target}"))
               for key, target, known in items]
     held = _lock(rt, queues)
+    locked_at = clock.now()
     again: list[Queue] = []  # drained the usual way afterwards
     kicked: list[Queue] = []  # a drain task each
     check: list[Queue] = []  # a head may have come in behind ours: look again once released
@@ -61,7 +63,7 @@ def drain_many(rt: Runtime, items: list[tuple[str, str, dict[str, Loaded]]]) -> 
         if held:
             confirm(rt.redis, rt.settings.redis, rt.settings.key_prefix)  # locks a failover keeps
         ready = _ready(rt, held, again, check)
-        sent = _send(rt, ready, again, kicked)
+        sent = _send(rt, ready, again, kicked, locked_at)
         _commit(rt, sent)
         check += [q for q, *_ in sent]
     finally:
@@ -143,7 +145,7 @@ Sent = tuple[Queue, Delivery, Prepared, dict[str, Any], bytes | None, Any]
 
 
 def _send(rt: Runtime, ready: list[tuple[Queue, Delivery, Prepared, int]], again: list[Queue],
-          kicked: list[Queue]) -> list[Sent]:
+          kicked: list[Queue], locked_at: float) -> list[Sent]:
     failing: set[str] = set()
     sent: list[Sent] = []
     for q, d, prep, attempt in ready:
@@ -151,6 +153,9 @@ def _send(rt: Runtime, ready: list[tuple[Queue, Delivery, Prepared, int]], again
             rt.ledger.unstart_attempt(d.id)
             kicked.append(q)
             continue
+        if not _still_ours(rt, q, d, renew=clock.now() - locked_at > _renew_after(rt)):
+            kicked.append(q)  # its lock expired or went with a failover: whoever holds it now
+            continue  # sends it (a kick in case nobody does); its record is theirs to change
         try:
             result, wire, entry = send_attempt(rt, d, prep, attempt)
         except MappingError as exc:
@@ -165,6 +170,26 @@ def _send(rt: Runtime, ready: list[tuple[Queue, Delivery, Prepared, int]], again
         else:
             again.append(q)  # dead-lettered: the queue goes on
     return sent
+
+
+def _renew_after(rt: Runtime) -> float:
+    return rt.settings.delivery.lock_ttl_seconds / 3
+
+
+def _still_ours(rt: Runtime, q: Queue, d: Delivery, renew: bool) -> bool:
+    """Is the queue's lock still ours, and `d` still its head? Before each send, as the single
+    drain checks after each one. A read while the batch is young; later the lock is renewed."""
+    pending = rt.ledger.pending(q.key, q.target)
+    if renew:
+        ttl_ms = int(rt.settings.delivery.lock_ttl_seconds * 1000)
+        ours, *head = rt.redis.eval(RENEW_HEAD, 2, q.lock, pending, q.token, ttl_ms)
+    else:
+        pipe = rt.redis.pipeline(transaction=False)
+        pipe.get(q.lock)
+        pipe.zrange(pending, 0, 0)
+        holder, head = pipe.execute()
+        ours = holder == q.token.encode()
+    return bool(ours) and bool(head) and head[0].decode() == d.id
 
 
 def _commit(rt: Runtime, sent: list[Sent]) -> None:

@@ -16,10 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.config import Settings
-from core.deliveries import control_id_for
+from core.deliveries import Delivery, control_id_for
+from core.ehr_echo import EhrEchoLedger
 from core.runtime import Runtime
 from tests.support import base_env, config_text, fixture_bytes
-from worker import pipeline
+from worker import drain_batch, pipeline
 from worker.batch import process_batch
 
 CREATED_UID, MOVED_UID = b"7xQm2kVd9RbTn4FgHs1LpA", b"Q3pW8nZk1sYc5VdTe7HbMu"
@@ -166,3 +167,53 @@ def test_a_reschedule_before_its_booking_waits_for_it(pair: tuple[Runtime, Runti
     assert [rt.store.state(i) for i in (moved, created)] == ["done", "done"]
     assert rt.ledger.control_ids(f"C{5:021d}", "files") == [
         control_id_for(f"{created}.files"), control_id_for(f"{moved}.files")]
+
+
+def test_a_failed_send_does_not_erase_what_the_ehr_made(pair: tuple[Runtime, Runtime]) -> None:
+    """Found in review: the EHR cancelled the booking itself and the bridge cancelled it in
+    Cal.com for it; a Cal.com change that then fails to reach the EHR must not make the bridge
+    forget that (else Cal.com's cancel webhook, the echo, is sent back to the EHR)."""
+    _, rt = pair
+    created, = store(rt, [body(0, 9)])
+    process_batch(rt, [created], lambda i: pipeline.process_event(rt, i))
+    assert rt.store.state(created) == "done"
+    key, uid = f"C{9:021d}", f"C{9:021d}"
+    echoes = EhrEchoLedger(rt.redis, rt.settings.key_prefix)
+    echoes.reported(key, "files", "cancelled")  # the EHR cancelled it
+    echoes.made_in_calcom(key, "files", "cancelled", uid)  # and the bridge did so in Cal.com
+    outbox: Path = rt.outbox  # type: ignore[attr-defined]
+    shutil.rmtree(outbox)
+    outbox.write_text("not a folder")  # every file drop now fails (transient)
+    moved, = store(rt, [body(1, 9)])
+    process_batch(rt, [moved], lambda i: pipeline.process_event(rt, i))
+    d = rt.ledger.get_delivery(f"{moved}.files")
+    assert d is not None and d.state == "pending" and d.attempts == 1  # failed, to be retried
+    assert echoes.ehr_made(key, "files", "cancelled", uid)  # nothing reached the EHR
+
+
+def test_a_batch_send_after_its_drain_lock_was_lost_does_not_go_out(
+        pair: tuple[Runtime, Runtime], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: a batch holds its queues' drain locks through all its sends. When a
+    later queue's lock expires (or goes with a failover) and another worker drains it (the
+    booking, then a move behind it), the batch must not send the old head again, out of order,
+    nor commit it twice."""
+    _, rt = pair
+    a, b = store(rt, [body(0, 1), body(0, 2)])
+    key_b = f"C{2:021d}"
+    real_send = drain_batch.send_attempt
+    other: list[str] = []
+
+    def slow_ehr(rt_: Runtime, d: Delivery, prep: object, attempt: int) -> object:
+        if d.event_id == a and not other:  # the first send outlasts B's lock
+            rt.redis.delete(rt.ledger.lock_name(f"drain:{key_b}|files"))
+            moved, = store(rt, [body(1, 2)])  # meanwhile B is moved, and another worker
+            other.append(moved)
+            pipeline.process_event(rt, moved)  # accepts it and drains B: S12, then S13
+        return real_send(rt_, d, prep, attempt)
+
+    monkeypatch.setattr(drain_batch, "send_attempt", slow_ehr)
+    process_batch(rt, [a, b], lambda i: pipeline.process_event(rt, i))
+    assert rt.ledger.control_ids(key_b, "files") == [
+        control_id_for(f"{b}.files"), control_id_for(f"{other[0]}.files")]
+    assert rt.redis.hget(rt.store.keys.event(b), "open_deliveries") == b"0"
+    assert rt.ledger.get_delivery(f"{b}.files").state == "delivered"
