@@ -39,7 +39,7 @@ class AppointmentSnapshot:
 
 @dataclass(frozen=True)
 class Committed:
-    """What `commit_delivered` left behind, for the follow-up steps."""
+    """What a committed delivery (`queue_commit`) left behind, for the follow-up steps."""
 
     event_open_deliveries: int
     dead_letter_id: str | None
@@ -271,26 +271,13 @@ class Ledger(DeliveryRecords):
         self._dequeue(keys=[self.pending(key, target), self.pending_index],
                       args=[delivery_id, f"{key}|{target}"])
 
-    def commit_delivered(self, d: Delivery, attempt: dict[str, Any], *, wire: bytes | None,
-                         response: str, remote_id: str | None, event_hash: str,
-                         dead_letter_index: str,
-                         extra: Callable[[Any], None] | None = None) -> Committed:
-        """Everything a delivered message changes, in one MULTI/EXEC: the wire and answer, the
-        attempt, the target's applied state, the queue and the event's open count. A crash
-        leaves either all of it or none (then the retry sends again under the same MSH-10)."""
-        pipe = self.r.pipeline(transaction=True)
-        at = self.queue_commit(pipe, d, attempt, wire=wire, response=response,
-                               remote_id=remote_id, event_hash=event_hash,
-                               dead_letter_index=dead_letter_index)
-        if extra is not None:
-            extra(pipe)
-        return self.committed_from(pipe.execute()[at:at + COMMIT_ANSWERS])
-
     def queue_commit(self, pipe: Any, d: Delivery, attempt: dict[str, Any], *,
                      wire: bytes | None, response: str, remote_id: str | None,
                      event_hash: str, dead_letter_index: str) -> int:
-        """`commit_delivered`'s writes, added to the caller's MULTI. Returns the index of the
-        first of its COMMIT_ANSWERS answers (see `committed_from`)."""
+        """Everything a delivered message changes, added to the caller's MULTI: the wire and
+        answer, the attempt, the target's applied state, the queue and the event's open count. A
+        crash leaves either all of it or none (then the retry sends again under the same
+        MSH-10). Returns the index of the first of its COMMIT_ANSWERS answers (`committed_from`)."""
         tkey = f"{self.appt(d.appointment_key)}:target:{d.target}"
         now = repr(clock.now())
         fields: dict[str, Any] = {"state": "delivered", "reason": "", "updated_at": now}
@@ -346,10 +333,6 @@ class Ledger(DeliveryRecords):
     def target_key(self, key: str, target: str) -> str:
         """What `target` holds of the appointment: applied order, message event, EHR id."""
         return f"{self.appt(key)}:target:{target}"
-
-    def target_state(self, key: str, target: str) -> dict[str, str]:
-        raw = self.r.hgetall(self.target_key(key, target))
-        return {k.decode(): v.decode() for k, v in raw.items()}
 
     def control_ids(self, key: str, target: str) -> list[str]:
         return [c.decode() for c in self.r.lrange(f"{self.appt(key)}:target:{target}:control-ids", 0, -1)]

@@ -45,10 +45,6 @@ class DeliveryRecords:
         clean = {k: (int(v) if isinstance(v, bool) else v) for k, v in fields.items()}
         self.r.hset(self.delivery_key(delivery_id), mapping=clean)
 
-    def start_attempt(self, delivery_id: str) -> int:
-        return int(self._start_attempt(keys=[self.delivery_key(delivery_id)],
-                                       args=[repr(clock.now())]))
-
     def record_attempt(self, delivery_id: str, entry: dict[str, Any]) -> None:
         self.r.rpush(self.delivery_key(delivery_id) + ":attempts", json.dumps(entry))
 

@@ -87,13 +87,9 @@ class CircuitBreaker:
             return True, 0.0
         return self.r.get(probe) == holder.encode(), clock.now() + 1.0
 
-    def success(self, target: str) -> bool:
-        """Returns True when this closed an open circuit."""
-        key = self._key(target)
-        return bool(self._success(keys=[key, f"{key}:probe"]))
-
     def queue_success(self, pipe: redis.client.Pipeline, target: str) -> None:
-        """`success` in the caller's pipeline: its answer is 1 when it closed the circuit."""
+        """A delivery went through, in the caller's pipeline: its answer is 1 when this closed
+        an open circuit."""
         key = self._key(target)
         queue_script(pipe, self._success, [key, f"{key}:probe"], [])
 

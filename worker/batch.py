@@ -27,7 +27,7 @@ from core.runtime import Runtime
 from core.store import StoredEvent
 from worker.accept_plan import Plan, decide, log_plan, missing_predecessor, queue_plan
 from worker.drain_batch import drain_many
-from worker.events import Loaded, normalise_many
+from worker.events import Loaded, normalise_many, read_events
 from worker.pipeline import follow_up
 
 log = logging.getLogger(__name__)
@@ -104,19 +104,9 @@ def process_batch(rt: Runtime, event_ids: list[str], one: Callable[[str], str]) 
 def _load(rt: Runtime, event_ids: list[str]) -> tuple[list[Taken], set[str]]:
     """Read and normalise the events (two round trips). Returns those on the short way, and the
     ids for the long one."""
-    pipe = rt.redis.pipeline(transaction=False)
-    for event_id in event_ids:
-        pipe.hgetall(rt.store.keys.event(event_id))
-    stored, slow = [], set()
-    for event_id, data in zip(event_ids, pipe.execute(), strict=True):
-        try:
-            found = rt.store.decode(event_id, data)
-        except Exception:  # noqa: BLE001 - the long way dead-letters it with the reason
-            found = None
-        if found is None:
-            slow.add(event_id)  # missing or unreadable: the long way knows what to do
-        else:
-            stored.append(found)
+    found = read_events(rt, event_ids)
+    stored = [s for s in found.values() if s is not None]
+    slow = {event_id for event_id, s in found.items() if s is None}  # the long way says why
     events = normalise_many(rt, stored)
     blocker = calcom_api.BlockerType.from_settings(rt.settings.calcom)
     api_provider = any(p.strategy == "api" for p in rt.settings.providers)
@@ -161,15 +151,16 @@ def _snapshot(rt: Runtime, taken: list[Taken]) -> None:
     """Save each normalised view, reserve an order number and read the appointment: one round
     trip for the batch."""
     pipe = rt.redis.pipeline(transaction=False)
+    at = []
     for t in taken:
         rt.store.save_normalised(t.event_id, t.event.to_dict(), pipe)
+        at.append(len(pipe))
         rt.ledger.queue_snapshot(pipe, t.event.appointment_key, t.event_id)
         pipe.exists(rt.deadletters.event_index(t.event_id))
     answers = pipe.execute()
-    step = 1 + SNAPSHOT_READS + 1
-    for i, t in enumerate(taken):
-        t.snap = rt.ledger.snapshot_from(answers[i * step + 1:i * step + 1 + SNAPSHOT_READS])
-        t.dead_letter = bool(answers[i * step + step - 1])
+    for t, i in zip(taken, at, strict=True):
+        t.snap = rt.ledger.snapshot_from(answers[i:i + SNAPSHOT_READS])
+        t.dead_letter = bool(answers[i + SNAPSHOT_READS])
 
 
 def _plan(rt: Runtime, t: Taken) -> bool:

@@ -253,7 +253,7 @@ DELIVERED_ANSWERS = COMMIT_ANSWERS + 1  # the commit's, then the breaker's
 def queue_delivered(rt: Runtime, pipe: Any, d: Delivery, prep: Prepared, entry: dict[str, Any],
                     wire: bytes | None, result: DeliveryResult) -> int:
     """Everything a delivered message changes, in the caller's MULTI (see
-    Ledger.commit_delivered). Returns the index of its DELIVERED_ANSWERS answers."""
+    Ledger.queue_commit). Returns the index of its DELIVERED_ANSWERS answers."""
     received_at = prep.received_at
     latency = None if d.force or not received_at else clock.now() - received_at
     at = rt.ledger.queue_commit(
@@ -303,7 +303,7 @@ def _code(text: str) -> str:
 
 def resolve_delivered(rt: Runtime, dl_id: str) -> None:
     """The delivery of a dead letter went through: resolve it (once) and drop it from the
-    set that `commit_delivered` put it in."""
+    set that the commit (`Ledger.queue_commit`) put it in."""
     dl = rt.deadletters.get(dl_id)
     if dl and dl.state in ("open", "replayed"):
         rt.deadletters.set_state(dl.id, "resolved", "system", "delivered")

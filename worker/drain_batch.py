@@ -125,10 +125,11 @@ def _ready(rt: Runtime, held: list[Queue], again: list[Queue],
             again.append(q)
         else:
             found.append((q, d, state))
-    loaded = load_events(rt, [d.event_id for q, d, _ in found if d.event_id not in q.known])
+    known = {k: v for q, _, _ in found for k, v in q.known.items()}
+    known |= load_events(rt, [d.event_id for _, d, _ in found if d.event_id not in known])
     prepared: list[tuple[Queue, Delivery, Prepared]] = []
     for q, d, state in found:
-        prep = prepare(rt, d, {**loaded, **q.known}, state)
+        prep = prepare(rt, d, known, state)
         if isinstance(prep, str):  # skipped or dead-lettered: the queue goes on
             check.append(q)
             continue

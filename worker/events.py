@@ -41,22 +41,27 @@ def normalise_many(rt: Runtime, stored: list[StoredEvent]) -> dict[str, Appointm
     return out
 
 
+def read_events(rt: Runtime, event_ids: list[str]) -> dict[str, StoredEvent | None]:
+    """Several stored events in one round trip; None for one missing or unreadable (the long
+    way, `process_event` or `load_event`, reads it again and handles why)."""
+    pipe = rt.redis.pipeline(transaction=False)
+    for event_id in event_ids:
+        pipe.hgetall(rt.store.keys.event(event_id))
+    found: dict[str, StoredEvent | None] = {}
+    for event_id, data in zip(event_ids, pipe.execute(), strict=True):
+        try:
+            found[event_id] = rt.store.decode(event_id, data)
+        except Exception:  # noqa: BLE001 - see above
+            found[event_id] = None
+    return found
+
+
 def load_events(rt: Runtime, event_ids: list[str]) -> dict[str, Loaded]:
     """Several events in one round trip (and one for their uids); those that cannot be read or
     normalised are left out (load_event raises for them)."""
     if not event_ids:
         return {}
-    pipe = rt.redis.pipeline(transaction=False)
-    for event_id in event_ids:
-        pipe.hgetall(rt.store.keys.event(event_id))
-    stored = []
-    for event_id, data in zip(event_ids, pipe.execute(), strict=True):
-        try:
-            found = rt.store.decode(event_id, data)
-        except Exception:  # noqa: BLE001 - load_event raises it again, where it is handled
-            found = None
-        if found is not None:
-            stored.append(found)
+    stored = [s for s in read_events(rt, event_ids).values() if s is not None]
     events = normalise_many(rt, stored)
     return {s.event_id: (e, s.received_at) for s in stored
             if isinstance(e := events[s.event_id], AppointmentEvent)}
