@@ -55,6 +55,19 @@ def outbox_placers(outbox: Path) -> list[str]:
                   for p in outbox.glob("*.hl7"))
 
 
+def wait_all_done(rclient: redis.Redis, ids: list[str], what: str) -> None:
+    wait_for(lambda: all(rclient.hget(f"calehr:event:{e}", "state") == b"done" for e in ids),
+             60, 0.1, what)
+
+
+def stack_store(stack, outbox: Path,  # noqa: ANN001 - the conftest Stack
+                rclient: redis.Redis) -> tuple[Settings, EventStore]:
+    """The stack configured with the file-drop EHR, and an event store on its Redis."""
+    stack.write_config(config_text(outbox))
+    settings = stack.settings()
+    return settings, store_for(settings, rclient)
+
+
 def test_split_keeps_order_and_spreads_a_burst_evenly() -> None:
     ids = [str(i) for i in range(100)]
     chunks = split(ids, 16, 4)
@@ -92,17 +105,14 @@ def test_ids_taken_by_a_dispatcher_that_died_are_still_delivered(
     assert rclient.llen("calehr") == 0
     stack.worker()
     stack.beat()  # the sweep finds them in the unprocessed set
-    wait_for(lambda: all(rclient.hget(f"calehr:event:{e}", "state") == b"done" for e in ids),
-             60, 0.1, "the three events done")
+    wait_all_done(rclient, ids, "the three events done")
     assert outbox_placers(outbox) == sorted(placer_of(i, "K") for i in range(3))
 
 
 @pytest.mark.slow
 def test_a_poison_event_in_a_batch_is_dead_lettered_and_the_others_delivered(
         stack, outbox: Path, rclient: redis.Redis) -> None:
-    stack.write_config(config_text(outbox))
-    settings = stack.settings()
-    store = store_for(settings, rclient)
+    settings, store = stack_store(stack, outbox, rclient)
     good = put_created(store, 3, "P")
     poison, _ = store.put(b'{"triggerEvent": "BOOKING_CREATED", "payload": 7}',
                           "BOOKING_CREATED", dispatch=True)
@@ -110,8 +120,7 @@ def test_a_poison_event_in_a_batch_is_dead_lettered_and_the_others_delivered(
     store.take_dispatch(10, 0.1)
     make_send_batch(settings)(batch)  # as the dispatcher sends it: one task, four ids
     stack.worker(concurrency=1)  # no beat: the one task must do it all
-    wait_for(lambda: all(rclient.hget(f"calehr:event:{e}", "state") == b"done" for e in good),
-             60, 0.1, "the three good events done")
+    wait_all_done(rclient, good, "the three good events done")
     assert outbox_placers(outbox) == sorted(placer_of(i, "P") for i in range(3))
     assert rclient.hget(f"calehr:event:{poison}", "state") == b"dead"
     assert [(d["event_id"], d["stage"]) for d in dead_letters(rclient)] == [(poison, "ingest")]
@@ -121,16 +130,13 @@ def test_a_poison_event_in_a_batch_is_dead_lettered_and_the_others_delivered(
 def test_a_batch_task_claims_the_ids_still_waiting_in_the_dispatch_list(
         stack, outbox: Path, rclient: redis.Redis) -> None:
     """Under load the workers take queued ids themselves: one task, no dispatcher, no beat."""
-    stack.write_config(config_text(outbox))
-    settings = stack.settings()
-    store = store_for(settings, rclient)
+    settings, store = stack_store(stack, outbox, rclient)
     ids = put_created(store, 6, "C")
     first = store.take_dispatch(1, 0.1)
     assert first == ids[:1]
     make_send_batch(settings)(first)
     stack.worker(concurrency=1)
-    wait_for(lambda: all(rclient.hget(f"calehr:event:{e}", "state") == b"done" for e in ids),
-             60, 0.1, "all six events done")
+    wait_all_done(rclient, ids, "all six events done")
     assert outbox_placers(outbox) == sorted(placer_of(i, "C") for i in range(6))
     assert rclient.llen(store.dispatch_key) == 0
 
